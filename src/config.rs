@@ -1,0 +1,352 @@
+//! Configuration, read from an injectable [`Vars`] source and validated at once.
+//!
+//! `Config::from_vars` is the whole contract: the process environment and a
+//! `HashMap` both implement [`Vars`], so tests never touch the real
+//! environment. Every problem is collected and reported together, each naming
+//! its key (and its value, unless the value is a secret).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::event::Aliases;
+use crate::notify::NotifyConfig;
+use crate::secret::Secret;
+
+/// Where configuration values come from.
+pub trait Vars {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct EnvVars;
+
+impl Vars for EnvVars {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Vars for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+impl Vars for HashMap<&str, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+/// One bad key. `value` is `None` for secrets, so they are never echoed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: &'static str,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={:?}: {}", self.key, value, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in one read of the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+/// A reader that remembers every problem it meets, so all are reported at once.
+pub struct Reader<'a> {
+    vars: &'a dyn Vars,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(vars: &'a dyn Vars) -> Self {
+        Reader {
+            vars,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The raw value, with surrounding white space removed; empty counts as unset.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.vars
+            .var(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A secret value: problems with it never echo it.
+    pub fn secret(&self, key: &str) -> Option<Secret<String>> {
+        self.string(key).map(Secret::new)
+    }
+
+    /// Parses a value with `FromStr`, recording a problem (and returning the default) when it fails.
+    pub fn parsed<T: FromStr>(&mut self, key: &'static str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.string(key) {
+            None => default,
+            Some(text) => match text.parse() {
+                Ok(value) => value,
+                Err(e) => {
+                    self.problem(key, Some(text), e.to_string());
+                    default
+                }
+            },
+        }
+    }
+
+    pub fn flag(&mut self, key: &'static str) -> bool {
+        match self.string(key).map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
+            Some(v) => {
+                self.problem(key, Some(v), "expected true or false".into());
+                false
+            }
+        }
+    }
+
+    /// A duration in humane form: `500ms`, `30s`, `2m`, or plain seconds.
+    pub fn duration(&mut self, key: &'static str, default: Duration) -> Duration {
+        match self.string(key) {
+            None => default,
+            Some(text) => match parse_duration(&text) {
+                Some(d) => d,
+                None => {
+                    self.problem(
+                        key,
+                        Some(text),
+                        "expected a duration such as 500ms, 30s or 2m".into(),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    pub fn problem(&mut self, key: &'static str, value: Option<String>, message: String) {
+        self.problems.push(ConfigProblem { key, value, message });
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    if !number.is_finite() || number < 0.0 {
+        return None;
+    }
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+}
+
+/// How a new container is judged to have come up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Without a healthcheck: how long the new container must stay running.
+    pub grace: Duration,
+    /// The most time a new container gets to become running (and healthy).
+    pub deadline: Duration,
+}
+
+/// Everything hoist needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOIST_LISTEN`: the address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// `HOIST_WEBHOOK_TOKEN`: the bearer token webhooks must carry; `None` only
+    /// when `HOIST_INSECURE_NO_AUTH=true`.
+    pub webhook_token: Option<Secret<String>>,
+    /// `HOIST_REGISTRY_ALIASES`: host names that are one registry.
+    pub registry_aliases: Aliases,
+    /// `HOIST_STATE_DIR`: where the history is kept.
+    pub state_dir: PathBuf,
+    /// `HOIST_MAX_BODY_BYTES`: larger webhook bodies get 413.
+    pub max_body_bytes: usize,
+    /// `HOIST_QUEUE_CAPACITY`: events waiting for the matcher; past it webhooks get 503.
+    pub queue_capacity: usize,
+    /// `HOIST_MAX_PARALLEL`: updates of different images that may run at once.
+    pub max_parallel: usize,
+    pub health: HealthConfig,
+    /// `HOIST_STOP_TIMEOUT`: how long the old container gets to stop.
+    pub stop_timeout: Duration,
+    /// `HOIST_SHUTDOWN_GRACE`: how long running updates get to finish on SIGTERM.
+    pub shutdown_grace: Duration,
+    pub notify: NotifyConfig,
+    pub log_format: LogFormat,
+}
+
+/// Names of every variable, in one place for `--help` and the README.
+pub mod keys {
+    pub const LISTEN: &str = "HOIST_LISTEN";
+    pub const WEBHOOK_TOKEN: &str = "HOIST_WEBHOOK_TOKEN";
+    pub const INSECURE_NO_AUTH: &str = "HOIST_INSECURE_NO_AUTH";
+    pub const REGISTRY_ALIASES: &str = "HOIST_REGISTRY_ALIASES";
+    pub const STATE_DIR: &str = "HOIST_STATE_DIR";
+    pub const MAX_BODY_BYTES: &str = "HOIST_MAX_BODY_BYTES";
+    pub const QUEUE_CAPACITY: &str = "HOIST_QUEUE_CAPACITY";
+    pub const MAX_PARALLEL: &str = "HOIST_MAX_PARALLEL";
+    pub const HEALTH_GRACE: &str = "HOIST_HEALTH_GRACE";
+    pub const HEALTH_DEADLINE: &str = "HOIST_HEALTH_DEADLINE";
+    pub const STOP_TIMEOUT: &str = "HOIST_STOP_TIMEOUT";
+    pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
+    pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
+}
+
+impl Config {
+    /// Reads and validates every key; all problems are returned together.
+    pub fn from_vars(vars: &dyn Vars) -> Result<Config, ConfigError> {
+        let mut r = Reader::new(vars);
+        let listen = r.parsed(keys::LISTEN, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let insecure = r.flag(keys::INSECURE_NO_AUTH);
+        let webhook_token = r.secret(keys::WEBHOOK_TOKEN);
+        if webhook_token.is_none() && !insecure {
+            r.problem(
+                keys::WEBHOOK_TOKEN,
+                None,
+                format!(
+                    "required: set a token, or {}=true to accept unauthenticated webhooks",
+                    keys::INSECURE_NO_AUTH
+                ),
+            );
+        }
+        let registry_aliases = match r.string(keys::REGISTRY_ALIASES) {
+            None => Aliases::default(),
+            Some(text) => Aliases::parse(&text).unwrap_or_else(|e| {
+                r.problem(keys::REGISTRY_ALIASES, Some(text.clone()), e.to_string());
+                Aliases::default()
+            }),
+        };
+        let state_dir = PathBuf::from(
+            r.string(keys::STATE_DIR)
+                .unwrap_or_else(|| "/var/lib/hoist".into()),
+        );
+        let max_body_bytes = r.parsed(keys::MAX_BODY_BYTES, 1024 * 1024);
+        let queue_capacity = r.parsed(keys::QUEUE_CAPACITY, 1024);
+        let max_parallel = r.parsed(keys::MAX_PARALLEL, 4);
+        for (key, value) in [
+            (keys::QUEUE_CAPACITY, queue_capacity),
+            (keys::MAX_PARALLEL, max_parallel),
+            (keys::MAX_BODY_BYTES, max_body_bytes),
+        ] {
+            if value == 0 {
+                r.problem(key, Some("0".into()), "must be at least 1".into());
+            }
+        }
+        let health = HealthConfig {
+            grace: r.duration(keys::HEALTH_GRACE, Duration::from_secs(5)),
+            deadline: r.duration(keys::HEALTH_DEADLINE, Duration::from_secs(60)),
+        };
+        let stop_timeout = r.duration(keys::STOP_TIMEOUT, Duration::from_secs(10));
+        let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
+        let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
+        let notify = NotifyConfig::from_reader(&mut r);
+        if !r.problems.is_empty() {
+            return Err(ConfigError(r.problems));
+        }
+        Ok(Config {
+            listen,
+            webhook_token,
+            registry_aliases,
+            state_dir,
+            max_body_bytes,
+            queue_capacity,
+            max_parallel,
+            health,
+            stop_timeout,
+            shutdown_grace,
+            notify,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&'static str, &str)]) -> HashMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn token_is_required_unless_insecure() {
+        let err = Config::from_vars(&vars(&[])).unwrap_err();
+        assert_eq!(err.0[0].key, keys::WEBHOOK_TOKEN);
+        assert!(Config::from_vars(&vars(&[(keys::INSECURE_NO_AUTH, "true")])).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_secrets_are_not_echoed() {
+        let err = Config::from_vars(&vars(&[
+            (keys::LISTEN, "nowhere"),
+            (keys::MAX_PARALLEL, "0"),
+            (keys::HEALTH_GRACE, "soon"),
+        ]))
+        .unwrap_err();
+        let keys_found: Vec<_> = err.0.iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys_found,
+            vec![
+                keys::LISTEN,
+                keys::WEBHOOK_TOKEN,
+                keys::MAX_PARALLEL,
+                keys::HEALTH_GRACE
+            ]
+        );
+        assert!(err.to_string().contains("\"nowhere\""));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("3 days"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Recreate a container (being written).

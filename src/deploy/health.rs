@@ -1,0 +1,1 @@
+//! Health gate (being written).

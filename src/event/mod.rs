@@ -1,0 +1,102 @@
+//! The normalised event: the contract between the sources and the rest.
+//!
+//! Every source (Distribution, Harbor, polling) turns what it receives into an
+//! [`ImageEvent`]: "this repository on this registry now has this tag at this
+//! digest". Nothing downstream knows which wire format it came from.
+
+pub mod reference;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use reference::{Aliases, ImageRef, ReferenceError};
+
+/// A content digest such as `sha256:<64 hex>`, validated on construction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+impl Digest {
+    /// Parses `algorithm:hex`. sha256 must have 64 lower-case hex digits and
+    /// sha512 128; other algorithms need at least 32 hex digits.
+    pub fn parse(text: &str) -> Result<Digest, ReferenceError> {
+        let bad = || ReferenceError::BadDigest(text.to_string());
+        let (algorithm, hex) = text.split_once(':').ok_or_else(bad)?;
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+        let hex_ok = hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        let length_ok = match algorithm {
+            "sha256" => hex.len() == 64,
+            "sha512" => hex.len() == 128,
+            _ => hex.len() >= 32,
+        };
+        if algorithm_ok && hex_ok && length_ok {
+            Ok(Digest(text.to_string()))
+        } else {
+            Err(bad())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for log lines and messages.
+    pub fn short(&self) -> &str {
+        let hex = self.0.split_once(':').map_or(self.0.as_str(), |(_, hex)| hex);
+        &hex[..hex.len().min(12)]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which kind of source produced an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Distribution,
+    Harbor,
+    Poll,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Distribution => "distribution",
+            SourceKind::Harbor => "harbor",
+            SourceKind::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One update: `reference` (registry/repository:tag, no digest) now points at `digest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageEvent {
+    /// The tagged reference, normalised (registry host lower-case, tag set, no digest).
+    pub reference: ImageRef,
+    /// The manifest (or index) digest the tag now names.
+    pub digest: Digest,
+    pub source: SourceKind,
+    /// The sender's id for this delivery (Distribution `events[].id`, CloudEvent `id`),
+    /// stable across the sender's retries, so a redelivery can be recognised.
+    pub delivery_id: Option<String>,
+    /// Who pushed, where the sender says so.
+    pub actor: Option<String>,
+    pub received_at: DateTime<Utc>,
+}

@@ -1,0 +1,132 @@
+//! Everything that produces [`ImageEvent`]s.
+//!
+//! Each wire format has a pure parser (`distribution`, `harbor`) that turns a
+//! request body into [`RegistryEvent`]s, which keep every event the sender
+//! described, updates or not. [`RegistryEvent::into_update`] then decides,
+//! with one rule for every source, whether an event is an update: a manifest
+//! pushed under a tag. `webhook` is the HTTP route that calls the parsers.
+
+pub mod distribution;
+pub mod harbor;
+pub mod webhook;
+
+use std::fmt;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
+
+/// What the sender says happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Push,
+    Pull,
+    Mount,
+    Delete,
+    /// A vulnerability scan finished (Harbor).
+    Scan,
+    /// Anything else the sender may add later, kept verbatim for the log.
+    Other(String),
+}
+
+/// One event as the sender described it, normalised but not yet judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryEvent {
+    pub action: Action,
+    /// Lower-case `host[:port]`, when the payload names one.
+    pub registry_host: Option<String>,
+    /// Path only, no host (`team/app`).
+    pub repository: String,
+    /// `None` when pushed by digest only or when the event has no tag.
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+    /// The manifest media type, when the event carries one.
+    pub media_type: Option<String>,
+    /// The sender's event id, stable across its retries.
+    pub event_id: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// Why an understood event is not an update. Answered with 200, never an error:
+/// a registry that gets an error for these retries forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    NotAPush(Action),
+    /// A blob (layer or config) push, not a manifest.
+    Blob,
+    /// A manifest pushed by digest alone (a platform manifest or a referrer).
+    NoTag,
+    /// A cosign-style signature/attestation tag (`sha256-<hex>.sig`).
+    SignatureTag,
+    NoDigest,
+    /// The repository or tag does not form a valid image reference.
+    BadReference(String),
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ignored::NotAPush(action) => write!(f, "{action:?} event"),
+            Ignored::Blob => f.write_str("blob push"),
+            Ignored::NoTag => f.write_str("manifest pushed by digest only"),
+            Ignored::SignatureTag => f.write_str("signature or attestation tag"),
+            Ignored::NoDigest => f.write_str("push without a digest"),
+            Ignored::BadReference(why) => write!(f, "bad reference: {why}"),
+        }
+    }
+}
+
+/// Manifest media types that make a push an image update.
+pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+impl RegistryEvent {
+    /// The one rule for every source: a manifest pushed under a tag is an update.
+    /// `default_host` is used when the payload names no registry host.
+    pub fn into_update(self, source: SourceKind, default_host: Option<&str>) -> Result<ImageEvent, Ignored> {
+        if self.action != Action::Push {
+            return Err(Ignored::NotAPush(self.action));
+        }
+        if let Some(media_type) = &self.media_type {
+            if !MANIFEST_MEDIA_TYPES.contains(&media_type.as_str()) {
+                return Err(Ignored::Blob);
+            }
+        }
+        let tag = self.tag.ok_or(Ignored::NoTag)?;
+        if tag.starts_with("sha256-") {
+            return Err(Ignored::SignatureTag);
+        }
+        let digest = self.digest.ok_or(Ignored::NoDigest)?;
+        let host = self.registry_host.as_deref().or(default_host);
+        let text = match host {
+            Some(host) => format!("{host}/{}:{tag}", self.repository),
+            None => format!("{}:{tag}", self.repository),
+        };
+        let reference = ImageRef::parse(&text).map_err(|e| Ignored::BadReference(e.to_string()))?;
+        Ok(ImageEvent {
+            reference,
+            digest,
+            source,
+            delivery_id: self.event_id,
+            actor: self.actor,
+            received_at: Utc::now(),
+        })
+    }
+}
+
+/// A body that could not be understood at all (answered with 400).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("malformed {format} payload: {detail}")]
+    Malformed { format: &'static str, detail: String },
+}

@@ -1,0 +1,1 @@
+//! HTTP intake (being written).
