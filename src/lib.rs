@@ -1,9 +1,40 @@
 //! hoist keeps Docker hosts running the image that was just pushed.
+//!
+//! ```text
+//!  registry push ──► source::webhook ──► ImageEvent ──► job::runner ──► deploy::container
+//!  (Distribution,     (auth, parse,        (bounded      (per-tag order,   (pull, park old,
+//!   Harbor)            202/4xx)             queue)        matcher lookup)   create, verify,
+//!                                                              │            roll back)
+//!  docker events ──► target::watch ──► target::index snapshot ─┘
+//!                                                              │ Notification
+//!                                                              ▼
+//!                                                   history (API) · notify
+//! ```
+//!
+//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + one route).
+//! - [`target`] knows which containers opted in, kept current from the engine's events.
+//! - [`matcher`] looks up the targets of an event.
+//! - [`job`] orders the work: one job per tag at a time, newest push wins.
+//! - [`deploy`] changes what runs, and never leaves fewer containers running than before.
+//! - [`notify`] and [`history`] tell what happened.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
 pub mod deploy;
 pub mod event;
+pub mod history;
+pub mod job;
+pub mod matcher;
 pub mod notify;
-pub mod secret;
 pub mod source;
+pub mod target;
+
+pub mod api;
+pub mod app;
+
+pub use app::{run, start, RunningApp, StartError};
+pub use config::{Config, ConfigError};

@@ -1,1 +1,736 @@
-//! Engine adapter (being written).
+//! The Docker Engine adapter: the only file that speaks bollard.
+//!
+//! Everything else sees hoist's own types: [`ContainerDetails`],
+//! [`ImageDetails`], [`CreateSpec`], [`EngineEvent`] and [`EngineError`]. The
+//! translation of an inspected container into the body that recreates it lives
+//! here too, because it is bollard's models in, bollard's models out.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage,
+    HealthStatusEnum, ImageInspect, Mount, MountType, NetworkConnectRequest, NetworkingConfig, RestartPolicy,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
+    StartContainerOptions, StopContainerOptions, TagImageOptions,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+
+use crate::event::{Digest, ImageRef};
+use crate::target::labels;
+
+/// A failed engine call, sorted so callers know whether to retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The engine cannot be reached (socket missing, daemon down, timeout).
+    #[error("docker engine unreachable: {0}")]
+    Unreachable(String),
+    /// The object does not exist (any more).
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The engine refused the request; `message` is the engine's own words.
+    #[error("docker engine refused {action}: {message}")]
+    Refused {
+        action: String,
+        status: u16,
+        message: String,
+    },
+    /// Pulling failed: registry down, manifest unknown, access denied.
+    #[error("pull of {image} failed: {message}")]
+    Pull { image: String, message: String },
+}
+
+impl EngineError {
+    /// Worth another try later (the daemon or the registry may come back).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Unreachable(_) => true,
+            EngineError::Refused { status, .. } => *status >= 500,
+            EngineError::Pull { .. } | EngineError::NotFound { .. } => false,
+        }
+    }
+
+    fn from_bollard(action: impl Into<String>, error: BollardError) -> EngineError {
+        let action = action.into();
+        match error {
+            BollardError::DockerResponseServerError { status_code: 404, .. } => {
+                EngineError::NotFound { what: action }
+            }
+            BollardError::DockerResponseServerError { status_code, message } => EngineError::Refused {
+                action,
+                status: status_code,
+                message,
+            },
+            other => EngineError::Unreachable(format!("{action}: {other}")),
+        }
+    }
+}
+
+/// What hoist needs of one container, from a full inspect.
+#[derive(Clone, Debug)]
+pub struct ContainerDetails {
+    raw: ContainerInspectResponse,
+}
+
+impl ContainerDetails {
+    pub fn id(&self) -> &str {
+        self.raw.id.as_deref().unwrap_or_default()
+    }
+
+    /// The name without Docker's leading slash.
+    pub fn name(&self) -> &str {
+        self.raw
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+    }
+
+    /// The image reference the user asked for (`Config.Image`), never the ID.
+    pub fn image_reference(&self) -> &str {
+        self.raw
+            .config
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The ID of the image the container was created from.
+    pub fn image_id(&self) -> &str {
+        self.raw.image.as_deref().unwrap_or_default()
+    }
+
+    pub fn labels(&self) -> HashMap<String, String> {
+        self.raw
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn running(&self) -> bool {
+        self.state().and_then(|s| s.running).unwrap_or(false)
+    }
+
+    pub fn restarting(&self) -> bool {
+        self.state().and_then(|s| s.restarting).unwrap_or(false)
+    }
+
+    pub fn restart_count(&self) -> i64 {
+        self.raw.restart_count.unwrap_or(0)
+    }
+
+    pub fn exit_code(&self) -> Option<i64> {
+        self.state().and_then(|s| s.exit_code)
+    }
+
+    /// The engine's own error for a container that could not run (bad entrypoint, ...).
+    pub fn state_error(&self) -> Option<&str> {
+        self.state()
+            .and_then(|s| s.error.as_deref())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Whether the container has a healthcheck the engine runs.
+    pub fn has_healthcheck(&self) -> bool {
+        self.health().is_some()
+    }
+
+    /// `None` without a healthcheck.
+    pub fn health(&self) -> Option<Health> {
+        let status = self.state()?.health.as_ref()?.status?;
+        match status {
+            HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+            HealthStatusEnum::STARTING => Some(Health::Starting),
+            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+        }
+    }
+
+    /// The last healthcheck output, for a report of why it failed.
+    pub fn last_health_output(&self) -> Option<String> {
+        let log = self.state()?.health.as_ref()?.log.as_ref()?;
+        log.last()
+            .and_then(|r| r.output.clone())
+            .map(|o| o.trim().to_string())
+    }
+
+    pub fn restart_policy(&self) -> Option<RestartPolicyName> {
+        let policy = self.raw.host_config.as_ref()?.restart_policy.as_ref()?;
+        Some(RestartPolicyName(policy.clone()))
+    }
+
+    /// `--rm` containers vanish when stopped, so they cannot be parked for a rollback.
+    pub fn auto_remove(&self) -> bool {
+        self.raw
+            .host_config
+            .as_ref()
+            .and_then(|h| h.auto_remove)
+            .unwrap_or(false)
+    }
+
+    /// Network name → aliases, for comparisons and the `/v1/targets` view.
+    pub fn network_aliases(&self) -> HashMap<String, Vec<String>> {
+        let short_id = self.id().get(..12).unwrap_or_default().to_string();
+        self.networks()
+            .map(|(name, ep)| {
+                let aliases = ep
+                    .aliases
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| *a != short_id)
+                    .collect();
+                (name.clone(), aliases)
+            })
+            .collect()
+    }
+
+    /// The whole inspect document as JSON, for tests and diagnostics.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.raw).unwrap_or_default()
+    }
+
+    fn state(&self) -> Option<&bollard::models::ContainerState> {
+        self.raw.state.as_ref()
+    }
+
+    fn networks(&self) -> impl Iterator<Item = (&String, &EndpointSettings)> {
+        self.raw
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .into_iter()
+            .flatten()
+    }
+
+    /// Builds the body that recreates this container from `new_image`,
+    /// carrying over what was set on the container and letting the new image's
+    /// defaults apply where the container only inherited the old image's.
+    pub fn recreate_spec(
+        &self,
+        old_image: &ImageDetails,
+        image_reference: &str,
+    ) -> Result<CreateSpec, String> {
+        let config = self.raw.config.clone().ok_or("inspect has no Config")?;
+        let mut host_config = self.raw.host_config.clone().ok_or("inspect has no HostConfig")?;
+        let image_defaults = old_image.raw.config.clone().unwrap_or_default();
+        let id = self.id();
+
+        // Run-time overrides only: whatever equals the old image's value came
+        // from the image, and the new image's value should replace it.
+        let env = subtract(config.env, image_defaults.env.as_ref());
+        let labels = config.labels.map(|labels| {
+            let inherited = image_defaults.labels.unwrap_or_default();
+            labels
+                .into_iter()
+                .filter(|(k, v)| labels::is_opt_in(k) || inherited.get(k) != Some(v))
+                .collect::<HashMap<_, _>>()
+        });
+        let volumes = subtract(config.volumes, image_defaults.volumes.as_ref());
+        let entrypoint_inherited = config.entrypoint == image_defaults.entrypoint;
+        let entrypoint = if entrypoint_inherited {
+            None
+        } else {
+            config.entrypoint
+        };
+        // Cmd is only reset to the image's when the entrypoint is too: a
+        // custom entrypoint makes the image's Cmd an argument the user chose.
+        let cmd = if entrypoint_inherited && config.cmd == image_defaults.cmd {
+            None
+        } else {
+            config.cmd
+        };
+        let keep_unless_inherited = |value: Option<String>, image: Option<&String>| match value {
+            Some(v) if v.is_empty() || Some(&v) == image => None,
+            other => other,
+        };
+        let user = keep_unless_inherited(config.user, image_defaults.user.as_ref());
+        let working_dir = keep_unless_inherited(config.working_dir, image_defaults.working_dir.as_ref());
+        let stop_signal = keep_unless_inherited(config.stop_signal, image_defaults.stop_signal.as_ref());
+        let healthcheck = if config.healthcheck == image_defaults.healthcheck {
+            None
+        } else {
+            config.healthcheck
+        };
+        let mut exposed_ports =
+            subtract(config.exposed_ports, image_defaults.exposed_ports.as_ref()).unwrap_or_default();
+        for port in host_config.port_bindings.iter().flat_map(|b| b.keys()) {
+            if !exposed_ports.contains(port) {
+                exposed_ports.push(port.clone());
+            }
+        }
+        // The daemon sets the hostname to the short ID; keeping it would give
+        // the new container the old one's ID as its name (watchtower#1251).
+        let network_mode = host_config.network_mode.clone().unwrap_or_default();
+        let shares_namespace = network_mode.starts_with("container:") || host_config.uts_mode.is_some();
+        let hostname = config
+            .hostname
+            .filter(|h| !shares_namespace && !h.is_empty() && !id.starts_with(h.as_str()));
+
+        // Inspect reports legacy links as "/other:/this/alias"; create wants "other:alias".
+        if let Some(links) = host_config.links.as_mut() {
+            for link in links.iter_mut() {
+                if let Some((other, alias)) = link.split_once(':') {
+                    let alias = alias.rsplit('/').next().unwrap_or(alias);
+                    *link = format!("{}:{}", other.trim_start_matches('/'), alias);
+                }
+            }
+        }
+
+        // Anonymous volumes are not named in Binds or Mounts; a plain recreate
+        // would give the new container fresh empty ones. Attach the old ones.
+        let named_destinations: HashSet<String> = host_config
+            .binds
+            .iter()
+            .flatten()
+            .filter_map(|b| b.split(':').nth(1).map(str::to_string))
+            .chain(
+                host_config
+                    .mounts
+                    .iter()
+                    .flatten()
+                    .filter_map(|m| m.target.clone()),
+            )
+            .collect();
+        let anonymous: Vec<Mount> = self
+            .raw
+            .mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter(|m| {
+                m.destination
+                    .as_ref()
+                    .is_some_and(|d| !named_destinations.contains(d))
+            })
+            .map(|m| Mount {
+                target: m.destination.clone(),
+                source: m.name.clone(),
+                typ: Some(MountType::VOLUME),
+                read_only: m.rw.map(|rw| !rw),
+                ..Default::default()
+            })
+            .collect();
+        if !anonymous.is_empty() {
+            host_config.mounts.get_or_insert_with(Vec::new).extend(anonymous);
+        }
+
+        // API < 1.44 takes one endpoint at create; the others are connected
+        // before start. The primary one is the network the mode names.
+        let mut endpoints: Vec<(String, EndpointSettings)> = self
+            .networks()
+            .map(|(name, ep)| (name.clone(), endpoint_for_create(ep, id)))
+            .collect();
+        endpoints.sort_by_key(|(name, _)| name.clone());
+        let takes_endpoints =
+            !(network_mode == "host" || network_mode == "none" || network_mode.starts_with("container:"));
+        let (primary, secondary) = if takes_endpoints {
+            let primary_name = if network_mode.is_empty() || network_mode == "default" {
+                "bridge".to_string()
+            } else {
+                network_mode.clone()
+            };
+            let position = endpoints.iter().position(|(name, _)| *name == primary_name);
+            let primary = position.map(|i| endpoints.remove(i));
+            (primary, endpoints)
+        } else {
+            (None, Vec::new())
+        };
+
+        let body = ContainerCreateBody {
+            hostname,
+            domainname: config.domainname.filter(|d| !d.is_empty()),
+            user,
+            attach_stdin: config.attach_stdin,
+            attach_stdout: config.attach_stdout,
+            attach_stderr: config.attach_stderr,
+            exposed_ports: Some(exposed_ports).filter(|p| !p.is_empty()),
+            tty: config.tty,
+            open_stdin: config.open_stdin,
+            stdin_once: config.stdin_once,
+            env,
+            cmd,
+            healthcheck,
+            args_escaped: None,
+            image: Some(image_reference.to_string()),
+            volumes,
+            working_dir,
+            entrypoint,
+            network_disabled: config.network_disabled,
+            on_build: None,
+            labels,
+            stop_signal,
+            stop_timeout: config.stop_timeout,
+            shell: None,
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: primary.map(|(name, ep)| HashMap::from([(name, ep)])),
+            }),
+        };
+        Ok(CreateSpec {
+            body,
+            extra_networks: secondary,
+        })
+    }
+}
+
+/// Keeps the user-configurable part of an endpoint; drops what the engine
+/// assigns (IDs, addresses it chose) and the old container's short-ID alias.
+fn endpoint_for_create(ep: &EndpointSettings, old_id: &str) -> EndpointSettings {
+    let short_id = old_id.get(..12).unwrap_or_default();
+    EndpointSettings {
+        ipam_config: ep.ipam_config.clone(),
+        links: ep.links.clone(),
+        aliases: ep
+            .aliases
+            .clone()
+            .map(|aliases| aliases.into_iter().filter(|a| a != short_id).collect::<Vec<_>>())
+            .filter(|a| !a.is_empty()),
+        driver_opts: ep.driver_opts.clone(),
+        ..Default::default()
+    }
+}
+
+fn subtract(values: Option<Vec<String>>, inherited: Option<&Vec<String>>) -> Option<Vec<String>> {
+    let inherited: HashSet<&String> = inherited.into_iter().flatten().collect();
+    values.map(|v| {
+        v.into_iter()
+            .filter(|x| !inherited.contains(x))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// A container's restart policy, kept opaque so it can be put back as it was.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestartPolicyName(RestartPolicy);
+
+/// The body of a container to create, and the networks to connect before start.
+#[derive(Clone, Debug)]
+pub struct CreateSpec {
+    body: ContainerCreateBody,
+    extra_networks: Vec<(String, EndpointSettings)>,
+}
+
+/// Health as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// What hoist needs of one local image.
+#[derive(Clone, Debug)]
+pub struct ImageDetails {
+    raw: ImageInspect,
+}
+
+impl ImageDetails {
+    pub fn id(&self) -> &str {
+        self.raw.id.as_deref().unwrap_or_default()
+    }
+
+    /// `repo@sha256:...` entries: the digests the registry served this image under.
+    pub fn repo_digests(&self) -> Vec<String> {
+        self.raw.repo_digests.clone().unwrap_or_default()
+    }
+
+    /// The digest this image has in `repository` (as the engine names it, host included).
+    pub fn digest_in(&self, repository: &str) -> Option<Digest> {
+        self.repo_digests()
+            .iter()
+            .filter_map(|d| d.split_once('@'))
+            .filter(|(repo, _)| *repo == repository)
+            .find_map(|(_, digest)| Digest::parse(digest).ok())
+    }
+
+    pub fn label(&self, key: &str) -> Option<String> {
+        self.raw.config.as_ref()?.labels.as_ref()?.get(key).cloned()
+    }
+}
+
+/// A container change the index cares about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineEvent {
+    pub container_id: String,
+    /// `create`, `start`, `die`, `destroy`, `rename`, ...
+    pub action: String,
+}
+
+/// The Docker Engine, with the API version negotiated at connect.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects through `DOCKER_HOST` or the local socket and negotiates the API version.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?
+            // Longer than the longest stop grace: a stop answers only once done.
+            .with_timeout(Duration::from_secs(300));
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        Ok(Engine { docker })
+    }
+
+    /// The negotiated API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::from_bollard("ping", e))
+    }
+
+    /// IDs of every container (running or not) carrying an opt-in label.
+    pub async fn list_labelled_ids(&self) -> Result<Vec<String>, EngineError> {
+        let mut ids = Vec::new();
+        for label in labels::OPT_IN {
+            let options = ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("{label}=true")],
+                )])),
+                ..Default::default()
+            };
+            let found = self
+                .docker
+                .list_containers(Some(options))
+                .await
+                .map_err(|e| EngineError::from_bollard("list containers", e))?;
+            ids.extend(found.into_iter().filter_map(|c| c.id));
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, EngineError> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map(|raw| ContainerDetails { raw })
+            .map_err(|e| EngineError::from_bollard(format!("container {id}"), e))
+    }
+
+    pub async fn inspect_image(&self, name: &str) -> Result<ImageDetails, EngineError> {
+        self.docker
+            .inspect_image(name)
+            .await
+            .map(|raw| ImageDetails { raw })
+            .map_err(|e| EngineError::from_bollard(format!("image {name}"), e))
+    }
+
+    /// Container events for labelled containers, from now on. The stream ends
+    /// or errors when the engine goes away; the caller resyncs and resubscribes.
+    pub fn container_events(&self) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
+        let options = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    labels::OPT_IN.iter().map(|l| format!("{l}=true")).collect(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.docker.events(Some(options)).filter_map(|item| async move {
+            match item {
+                Ok(EventMessage {
+                    action: Some(action),
+                    actor: Some(actor),
+                    ..
+                }) => actor
+                    .id
+                    .map(|container_id| Ok(EngineEvent { container_id, action })),
+                Ok(_) => None,
+                Err(e) => Some(Err(EngineError::from_bollard("event stream", e))),
+            }
+        })
+    }
+
+    /// Pulls `repository@digest` and points `repository:tag` at it locally, so
+    /// the tag names exactly the pushed image even if the registry has moved on.
+    pub async fn pull_digest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        tag: &str,
+    ) -> Result<ImageDetails, EngineError> {
+        let image = format!("{repository}@{digest}");
+        let options = CreateImageOptions {
+            from_image: Some(repository.to_string()),
+            // The API takes a digest in `tag`; an empty tag would pull every tag.
+            tag: Some(digest.to_string()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        // The pull is the stream: it must be drained to the end.
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                let message = match e {
+                    BollardError::DockerStreamError { error } => error,
+                    BollardError::DockerResponseServerError { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(EngineError::Pull { image, message });
+            }
+        }
+        let details = self.inspect_image(&image).await?;
+        let tag_options = TagImageOptions {
+            repo: Some(repository.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        self.docker
+            .tag_image(&image, Some(tag_options))
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("tag {repository}:{tag}"), e))?;
+        Ok(details)
+    }
+
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: Some(timeout.as_secs() as i32),
+            ..Default::default()
+        };
+        self.docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("stop {id}"), e))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("start {id}"), e))
+    }
+
+    pub async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let options = RenameContainerOptions {
+            name: new_name.to_string(),
+        };
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("rename {id} to {new_name}"), e))
+    }
+
+    /// Removes a container but never its volumes: a parked container shares
+    /// its anonymous volumes with its successor.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(format!("remove {id}"), e)),
+        }
+    }
+
+    pub async fn set_restart_policy(
+        &self,
+        id: &str,
+        policy: Option<&RestartPolicyName>,
+    ) -> Result<(), EngineError> {
+        let policy = policy.map(|p| p.0.clone()).unwrap_or(RestartPolicy {
+            name: Some(bollard::models::RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        });
+        let body = ContainerUpdateBody {
+            restart_policy: Some(policy),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("update restart policy of {id}"), e))
+    }
+
+    /// Creates the container and connects its other networks; returns its ID.
+    pub async fn create(&self, name: &str, spec: &CreateSpec) -> Result<String, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), spec.body.clone())
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("create {name}"), e))?;
+        for (network, endpoint) in &spec.extra_networks {
+            let request = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(endpoint.clone()),
+            };
+            if let Err(e) = self.docker.connect_network(network, request).await {
+                // A half-wired container must not be left behind.
+                let _ = self.remove(&created.id).await;
+                return Err(EngineError::from_bollard(
+                    format!("connect {name} to {network}"),
+                    e,
+                ));
+            }
+        }
+        Ok(created.id)
+    }
+
+    /// The last `lines` lines the container wrote (stdout and stderr).
+    pub async fn log_tail(&self, id: &str, lines: usize) -> Vec<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
+        let text: String = chunks
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|c| c.to_string())
+            .collect();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Full names (`name` without slash) of all containers, to find parked leftovers.
+    pub async fn container_id_by_name(&self, name: &str) -> Result<Option<String>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("name".to_string(), vec![format!("^/{name}$")])])),
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        Ok(found.into_iter().find_map(|c| c.id))
+    }
+}
+
+/// The repository part of a reference as the engine names it (`host/repo`),
+/// as found in `RepoDigests`: Docker Hub images are shown without `docker.io/`.
+pub fn engine_repository(reference: &ImageRef) -> String {
+    match reference.registry() {
+        "docker.io" => reference.repository().trim_start_matches("library/").to_string(),
+        host => format!("{host}/{}", reference.repository()),
+    }
+}

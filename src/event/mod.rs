@@ -11,7 +11,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use reference::{Aliases, ImageRef, ReferenceError};
+pub use reference::{Aliases, ImageRef, ReferenceError, TagKey};
 
 /// A content digest such as `sha256:<64 hex>`, validated on construction.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -1,0 +1,75 @@
+//! The admin routes: `/healthz`, `/metrics`, `/v1/targets`, `/v1/history`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::deploy::engine::Engine;
+use crate::history::History;
+use crate::target::IndexSnapshot;
+
+/// Extra health detail from stages that have their own checks (notifiers).
+pub type HealthDetail = Arc<dyn Fn() -> Value + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Engine,
+    pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
+    pub history: History,
+    pub metrics: PrometheusHandle,
+    pub notifiers: HealthDetail,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/targets", get(targets))
+        .route("/v1/history", get(history))
+        .with_state(state)
+}
+
+/// 200 when the engine answers; 503 otherwise. Notifier problems are shown
+/// but do not fail the check: deploys still work without them.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let engine = state.engine.ping().await;
+    let status = if engine.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if engine.is_ok() { "ok" } else { "unavailable" },
+        "engine": match &engine { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "engine_api_version": state.engine.api_version(),
+        "targets": state.snapshot.borrow().len(),
+        "notifiers": (state.notifiers)(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn targets(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot.borrow().clone();
+    let mut targets: Vec<_> = snapshot.all().cloned().collect();
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(json!({ "targets": targets }))
+}
+
+async fn history(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({ "jobs": state.history.recent() }))
+}

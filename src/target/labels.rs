@@ -1,0 +1,115 @@
+//! Every label hoist reads, and the per-target options they set.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::parse_duration;
+
+/// Opts a container (or Swarm service) in.
+pub const ENABLE: &str = "hoist.enable";
+/// The older opt-in label, accepted as a synonym.
+pub const LEGACY_ENABLE: &str = "registry-docker-updater";
+/// Notify of updates without applying them.
+pub const MONITOR_ONLY: &str = "hoist.monitor-only";
+/// Without a healthcheck: how long the new container must stay up (overrides `HOIST_HEALTH_GRACE`).
+pub const HEALTH_GRACE: &str = "hoist.health.grace";
+/// The most time the new container gets to come up (overrides `HOIST_HEALTH_DEADLINE`).
+pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
+
+/// Both opt-in labels; either one set to `true` opts in.
+pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
+
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
+pub fn is_opt_in(key: &str) -> bool {
+    OPT_IN.contains(&key)
+}
+
+/// What the labels of one target ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetOptions {
+    pub enabled: bool,
+    pub monitor_only: bool,
+    pub health_grace: Option<Duration>,
+    pub health_deadline: Option<Duration>,
+}
+
+impl TargetOptions {
+    /// Reads the labels; a malformed value is reported and ignored, never fatal
+    /// (one badly labelled container must not stop hoist from serving the rest).
+    pub fn from_labels(labels: &HashMap<String, String>) -> (TargetOptions, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut flag = |key: &str| match labels.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "true" || v == "1" || v == "yes" => true,
+            Some(v) if v == "false" || v == "0" || v == "no" || v.is_empty() => false,
+            Some(v) => {
+                problems.push(format!("label {key}={v:?}: expected true or false"));
+                false
+            }
+        };
+        let enabled = OPT_IN.iter().any(|key| flag(key));
+        let monitor_only = flag(MONITOR_ONLY);
+        let mut duration = |key: &str| {
+            let text = labels.get(key)?;
+            let parsed = parse_duration(text);
+            if parsed.is_none() {
+                problems.push(format!("label {key}={text:?}: expected a duration such as 30s"));
+            }
+            parsed
+        };
+        let health_grace = duration(HEALTH_GRACE);
+        let health_deadline = duration(HEALTH_DEADLINE);
+        (
+            TargetOptions {
+                enabled,
+                monitor_only,
+                health_grace,
+                health_deadline,
+            },
+            problems,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn either_label_opts_in() {
+        assert!(TargetOptions::from_labels(&labels(&[(ENABLE, "true")])).0.enabled);
+        assert!(
+            TargetOptions::from_labels(&labels(&[(LEGACY_ENABLE, "TRUE")]))
+                .0
+                .enabled
+        );
+        assert!(
+            !TargetOptions::from_labels(&labels(&[(ENABLE, "false")]))
+                .0
+                .enabled
+        );
+        assert!(!TargetOptions::from_labels(&labels(&[])).0.enabled);
+    }
+
+    #[test]
+    fn bad_values_are_reported_not_fatal() {
+        let (options, problems) = TargetOptions::from_labels(&labels(&[
+            (ENABLE, "true"),
+            (MONITOR_ONLY, "maybe"),
+            (HEALTH_GRACE, "soon"),
+        ]));
+        assert!(options.enabled && !options.monitor_only && options.health_grace.is_none());
+        assert_eq!(problems.len(), 2);
+        let (options, _) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (HEALTH_DEADLINE, "90s")]));
+        assert_eq!(options.health_deadline, Some(Duration::from_secs(90)));
+    }
+}

@@ -1,0 +1,41 @@
+//! The target index: what may be updated, keyed by the image it runs.
+//!
+//! `watch` keeps the index current from the engine (a full list at start, then
+//! the event stream) and publishes immutable [`IndexSnapshot`]s that the
+//! matcher reads without locking.
+
+pub mod index;
+pub mod labels;
+pub mod watch;
+
+use serde::Serialize;
+
+use crate::event::ImageRef;
+pub use index::{IndexSnapshot, TargetIndex};
+pub use labels::TargetOptions;
+
+/// A container's ID, as the engine gives it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TargetId(pub String);
+
+/// One labelled container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub id: TargetId,
+    pub name: String,
+    /// The image reference the container was started with, normalised.
+    pub image: ImageRef,
+    /// The ID of the image it runs now.
+    pub image_id: String,
+    pub running: bool,
+    pub monitor_only: bool,
+    #[serde(skip)]
+    pub options: TargetOptions,
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+}
+
+/// Suffix of the name an old container is parked under during an update.
+/// Parked containers are never targets themselves.
+pub const PARKED_SUFFIX: &str = "-hoist-old";

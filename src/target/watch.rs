@@ -1,0 +1,149 @@
+//! The watch task: keeps the target index current from the engine.
+//!
+//! At start it lists every labelled container; then it follows the engine's
+//! event stream, re-inspecting a container whenever it changes. When the
+//! stream drops (engine restart), it reconnects with backoff and resyncs from
+//! a full list, because events missed meanwhile are gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE};
+use super::{IndexSnapshot, Target, TargetId, TargetIndex, PARKED_SUFFIX};
+use crate::deploy::engine::{ContainerDetails, Engine, EngineError};
+use crate::event::ImageRef;
+
+/// Turns an inspected container into a target, or says why it is not one.
+pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
+    let labels = details.labels();
+    let (options, problems) = TargetOptions::from_labels(&labels);
+    for problem in problems {
+        warn!(container = details.name(), "{problem}; ignoring that label.");
+    }
+    if !options.enabled {
+        return Err("not labelled".into());
+    }
+    if details.name().ends_with(PARKED_SUFFIX) {
+        return Err("parked by an update in progress".into());
+    }
+    let image = ImageRef::parse(details.image_reference()).map_err(|e| e.to_string())?;
+    Ok(Target {
+        id: TargetId(details.id().to_string()),
+        name: details.name().to_string(),
+        image,
+        image_id: details.image_id().to_string(),
+        running: details.running(),
+        monitor_only: options.monitor_only,
+        options,
+        compose_project: labels.get(COMPOSE_PROJECT).cloned(),
+        compose_service: labels.get(COMPOSE_SERVICE).cloned(),
+    })
+}
+
+/// Lists and inspects every labelled container.
+pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
+    let ids = engine.list_labelled_ids().await?;
+    let mut targets = Vec::with_capacity(ids.len());
+    let mut inspections = futures_util::stream::iter(ids)
+        .map(|id| async move { engine.inspect_container(&id).await })
+        .buffer_unordered(16);
+    while let Some(result) = inspections.next().await {
+        match result {
+            Ok(details) => match target_from(&details) {
+                Ok(target) => targets.push(target),
+                Err(why) => debug!(container = details.name(), why, "Not a target."),
+            },
+            // Removed between list and inspect.
+            Err(EngineError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(targets)
+}
+
+/// Runs until `cancel` fires, publishing a new snapshot after every change.
+pub async fn run(
+    engine: Engine,
+    mut index: TargetIndex,
+    publish: watch::Sender<Arc<IndexSnapshot>>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        // Subscribe before listing, so a change made during the list is not missed.
+        let mut events = Box::pin(engine.container_events());
+        match list_targets(&engine).await {
+            Ok(targets) => {
+                let count = targets.len();
+                index.replace_all(targets);
+                publish.send_replace(index.snapshot());
+                info!(targets = count, "Target index synced with the engine.");
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "Could not list containers; retrying.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = events.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    apply_event(&engine, &mut index, &event.container_id, &event.action).await;
+                    publish.send_replace(index.snapshot());
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "Engine event stream failed; reconnecting.");
+                    break;
+                }
+                None => {
+                    warn!("Engine event stream ended; reconnecting.");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn apply_event(engine: &Engine, index: &mut TargetIndex, id: &str, action: &str) {
+    let id = TargetId(id.to_string());
+    if action == "destroy" {
+        if let Some(target) = index.remove(&id) {
+            debug!(container = %target.name, "Target removed.");
+        }
+        return;
+    }
+    match engine.inspect_container(&id.0).await {
+        Ok(details) => match target_from(&details) {
+            Ok(target) => {
+                debug!(container = %target.name, image = %target.image, action, "Target updated.");
+                index.upsert(target);
+            }
+            Err(_) => {
+                index.remove(&id);
+            }
+        },
+        Err(EngineError::NotFound { .. }) => {
+            index.remove(&id);
+        }
+        Err(e) => warn!(container = %id.0, error = %e, "Could not inspect a changed container."),
+    }
+}

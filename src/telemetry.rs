@@ -1,0 +1,72 @@
+//! Logs and metrics: the tracing subscriber, every metric name, and one emit
+//! function per notable occurrence, so that what is logged is also counted.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+use crate::deploy::Outcome;
+
+pub const EVENTS_RECEIVED: &str = "hoist_events_received_total";
+pub const JOBS: &str = "hoist_jobs_total";
+pub const PUSH_TO_RUNNING: &str = "hoist_push_to_running_seconds";
+pub const JOB_DURATION: &str = "hoist_job_duration_seconds";
+pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
+pub const QUEUE_FULL: &str = "hoist_queue_full_total";
+
+/// Installs the log subscriber. `RUST_LOG` overrides the default `info` level.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use (several
+/// in-process instances, as in tests, share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A webhook request was read; `verdict` is `update`, `ignored`, `malformed`,
+/// `unauthorized`, `too_large` or `queue_full`.
+pub fn event_received(source: &'static str, verdict: &'static str) {
+    metrics::counter!(EVENTS_RECEIVED, "source" => source, "verdict" => verdict).increment(1);
+}
+
+pub fn queue_full() {
+    metrics::counter!(QUEUE_FULL).increment(1);
+}
+
+pub fn queue_depth(depth: usize) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+/// A target's update ended.
+pub fn job_outcome(outcome: &Outcome, received_at: DateTime<Utc>, took: Duration) {
+    metrics::counter!(JOBS, "outcome" => outcome.as_str()).increment(1);
+    metrics::histogram!(JOB_DURATION).record(took.as_secs_f64());
+    if *outcome == Outcome::Updated {
+        let since_push = (Utc::now() - received_at).to_std().unwrap_or_default();
+        metrics::histogram!(PUSH_TO_RUNNING).record(since_push.as_secs_f64());
+    }
+}
