@@ -130,3 +130,32 @@ pub enum ParseError {
     #[error("malformed {format} payload: {detail}")]
     Malformed { format: &'static str, detail: String },
 }
+
+impl ParseError {
+    /// A body `serde_json` could not read as `format`: say whether it was not
+    /// JSON at all or JSON of the wrong shape, and what shape was expected.
+    pub(crate) fn from_json(
+        format: &'static str,
+        expected: &str,
+        body: &[u8],
+        error: serde_json::Error,
+    ) -> Self {
+        let detail = if body.iter().all(u8::is_ascii_whitespace) {
+            "empty body".to_string()
+        } else if error.is_data() {
+            format!("expected {expected}: {error}")
+        } else {
+            format!("not JSON: {error}")
+        };
+        ParseError::Malformed { format, detail }
+    }
+}
+
+/// The bytes of a sample payload from the shared `payloads/` folder, which sits
+/// beside the repository root (here and in CI).
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    const PAYLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads/");
+    let path = format!("{PAYLOADS}{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
