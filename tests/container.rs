@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{build_and_push, docker, docker_quiet, image_id, inspect, unique, Behaviour, Cleanup, Hoist, Registry, TOKEN};
+use crate::harness::{
+    build_and_push, docker, docker_quiet, image_id, inspect, unique, Behaviour, Cleanup, Hoist, Registry,
+    TOKEN,
+};
 
 const JOB_WAIT: Duration = Duration::from_secs(90);
 
@@ -61,7 +64,12 @@ fn mounts(container: &Value) -> BTreeSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| format!("{} {} {} {} {}", m["Type"], m["Name"], m["Source"], m["Destination"], m["RW"]))
+        .map(|m| {
+            format!(
+                "{} {} {} {} {}",
+                m["Type"], m["Name"], m["Source"], m["Destination"], m["RW"]
+            )
+        })
         .collect()
 }
 
@@ -76,15 +84,23 @@ fn networks(container: &Value) -> BTreeMap<String, Value> {
         .map(|(name, ep)| {
             let mut aliases: Vec<String> = ep["Aliases"]
                 .as_array()
-                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).filter(|x| x != short_id).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().unwrap().to_string())
+                        .filter(|x| x != short_id)
+                        .collect()
+                })
                 .unwrap_or_default();
             aliases.sort();
-            (name.clone(), json!({ "id": ep["NetworkID"], "aliases": aliases, "ipam": ep["IPAMConfig"] }))
+            (
+                name.clone(),
+                json!({ "id": ep["NetworkID"], "aliases": aliases, "ipam": ep["IPAMConfig"] }),
+            )
         })
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_recreates_the_labelled_container_with_its_configuration() {
     let (hoist, registry, tag) = setup(&[]).await;
     let mut clean = Cleanup::default();
@@ -98,37 +114,83 @@ async fn push_recreates_the_labelled_container_with_its_configuration() {
     clean.network(&net_b);
     clean.volume(&volume);
     let octet = 16 + std::process::id() % 200;
-    docker(&["network", "create", "--subnet", &format!("10.213.{octet}.0/24"), &net_a]);
+    docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.213.{octet}.0/24"),
+        &net_a,
+    ]);
     docker(&["network", "create", &net_b]);
     let bind_dir = tempfile::tempdir().unwrap();
     std::fs::write(bind_dir.path().join("hello"), "from the host").unwrap();
     docker(&[
-        "run", "-d", "--name", &name,
-        "--label", "hoist.enable=true",
-        "--label", "com.docker.compose.project=shop",
-        "--label", "com.docker.compose.service=web",
-        "--label", "team=payments",
-        "-e", "GREETING=hello world",
-        "-e", "EMPTY=",
-        "--network", &net_a, "--network-alias", "web", "--network-alias", "shop-web",
-        "--ip", &format!("10.213.{octet}.10"),
-        "-v", &format!("{volume}:/named"),
-        "-v", &format!("{}:/bind:ro", bind_dir.path().display()),
-        "-p", "127.0.0.1::8080",
-        "--restart", "unless-stopped",
-        "--memory", "64m", "--cpu-shares", "512",
-        "--cap-add", "NET_ADMIN", "--cap-drop", "MKNOD",
-        "--device", "/dev/null:/dev/hoist-null",
-        "--log-opt", "max-size=1m",
-        "--health-cmd", "wget -q -O /dev/null http://127.0.0.1:8080/",
-        "--health-interval", "1s", "--health-retries", "3",
-        "--workdir", "/www",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "hoist.enable=true",
+        "--label",
+        "com.docker.compose.project=shop",
+        "--label",
+        "com.docker.compose.service=web",
+        "--label",
+        "team=payments",
+        "-e",
+        "GREETING=hello world",
+        "-e",
+        "EMPTY=",
+        "--network",
+        &net_a,
+        "--network-alias",
+        "web",
+        "--network-alias",
+        "shop-web",
+        "--ip",
+        &format!("10.213.{octet}.10"),
+        "-v",
+        &format!("{volume}:/named"),
+        "-v",
+        &format!("{}:/bind:ro", bind_dir.path().display()),
+        "-p",
+        "127.0.0.1::8080",
+        "--restart",
+        "unless-stopped",
+        "--memory",
+        "64m",
+        "--cpu-shares",
+        "512",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--device",
+        "/dev/null:/dev/hoist-null",
+        "--log-opt",
+        "max-size=1m",
+        "--health-cmd",
+        "wget -q -O /dev/null http://127.0.0.1:8080/",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "3",
+        "--workdir",
+        "/www",
         &tag,
-        "/bin/sh", "-c", "echo custom command; trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait",
+        "/bin/sh",
+        "-c",
+        "echo custom command; trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait",
     ]);
     docker(&["network", "connect", "--alias", "second-alias", &net_b, &name]);
     // Data in the anonymous volume (the image declares VOLUME /data) and the named one.
-    docker(&["exec", &name, "sh", "-c", "echo anonymous-data > /data/file && echo named-data > /named/file"]);
+    docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo anonymous-data > /data/file && echo named-data > /named/file",
+    ]);
     hoist.wait_for_target(&name).await;
     let before = inspect(&name);
 
@@ -146,28 +208,60 @@ async fn push_recreates_the_labelled_container_with_its_configuration() {
 
     // Config: the same, but for what comes from the new image and the hostname (the short ID).
     let config_keys = ["Hostname", "Env", "Labels", "Image"];
-    assert_eq!(without(&after["Config"], &config_keys), without(&before["Config"], &config_keys));
+    assert_eq!(
+        without(&after["Config"], &config_keys),
+        without(&before["Config"], &config_keys)
+    );
     assert_eq!(after["Config"]["Image"], tag);
-    assert_eq!(env_without_image_version(&after["Config"]), env_without_image_version(&before["Config"]));
-    assert!(after["Config"]["Env"].as_array().unwrap().contains(&json!("IMAGE_VERSION=v2")), "image env defaults come from the new image");
-    assert_eq!(labels_without_oci(&after["Config"]), labels_without_oci(&before["Config"]));
-    assert_eq!(after["Config"]["Labels"]["org.opencontainers.image.version"], "v2");
+    assert_eq!(
+        env_without_image_version(&after["Config"]),
+        env_without_image_version(&before["Config"])
+    );
+    assert!(
+        after["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("IMAGE_VERSION=v2")),
+        "image env defaults come from the new image"
+    );
+    assert_eq!(
+        labels_without_oci(&after["Config"]),
+        labels_without_oci(&before["Config"])
+    );
+    assert_eq!(
+        after["Config"]["Labels"]["org.opencontainers.image.version"],
+        "v2"
+    );
 
     // HostConfig: identical, except that the anonymous volume is now named explicitly.
-    assert_eq!(without(&after["HostConfig"], &["Mounts"]), without(&before["HostConfig"], &["Mounts"]));
-    assert_eq!(mounts(&after), mounts(&before), "same volumes and binds, anonymous one included");
-    assert_eq!(networks(&after), networks(&before), "same networks, aliases and static IP");
+    assert_eq!(
+        without(&after["HostConfig"], &["Mounts"]),
+        without(&before["HostConfig"], &["Mounts"])
+    );
+    assert_eq!(
+        mounts(&after),
+        mounts(&before),
+        "same volumes and binds, anonymous one included"
+    );
+    assert_eq!(
+        networks(&after),
+        networks(&before),
+        "same networks, aliases and static IP"
+    );
 
     assert_eq!(docker(&["exec", &name, "cat", "/data/file"]), "anonymous-data");
     assert_eq!(docker(&["exec", &name, "cat", "/named/file"]), "named-data");
     assert_eq!(docker(&["exec", &name, "cat", "/bind/hello"]), "from the host");
     assert_eq!(docker(&["exec", &name, "cat", "/version"]), "v2");
-    assert!(!docker_quiet(&["inspect", &format!("{name}-hoist-old")]), "no parked container left");
+    assert!(
+        !docker_quiet(&["inspect", &format!("{name}-hoist-old")]),
+        "no parked container left"
+    );
     hoist.stop().await;
     drop(registry);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_labelled_containers_on_the_pushed_tag_are_touched() {
     let (hoist, registry, tag) = setup(&[]).await;
     let mut clean = Cleanup::default();
@@ -177,8 +271,13 @@ async fn only_labelled_containers_on_the_pushed_tag_are_touched() {
     build_and_push(&tag, "v1", Behaviour::Serve);
     build_and_push(&other_tag, "v1-other", Behaviour::Serve);
 
-    let (target_a, target_b, unlabelled, other, disabled) =
-        (unique("a"), unique("b"), unique("plain"), unique("other"), unique("off"));
+    let (target_a, target_b, unlabelled, other, disabled) = (
+        unique("a"),
+        unique("b"),
+        unique("plain"),
+        unique("other"),
+        unique("off"),
+    );
     for (name, image, labels) in [
         (&target_a, &tag, vec!["hoist.enable=true"]),
         (&target_b, &tag, vec!["registry-docker-updater=true"]),
@@ -196,15 +295,25 @@ async fn only_labelled_containers_on_the_pushed_tag_are_touched() {
     }
     hoist.wait_for_target(&target_a).await;
     hoist.wait_for_target(&target_b).await;
-    let untouched: Vec<(String, Value)> =
-        [&unlabelled, &other, &disabled].iter().map(|n| (n.to_string(), inspect(n))).collect();
+    let untouched: Vec<(String, Value)> = [&unlabelled, &other, &disabled]
+        .iter()
+        .map(|n| (n.to_string(), inspect(n)))
+        .collect();
 
     let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
     let job = hoist.wait_for_job(&tag, &new_digest, JOB_WAIT).await;
-    let names: Vec<&str> = job["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = job["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     let mut expected = vec![target_a.as_str(), target_b.as_str()];
     expected.sort();
-    assert_eq!(names, expected, "both labels opt in, and nothing else is a target");
+    assert_eq!(
+        names, expected,
+        "both labels opt in, and nothing else is a target"
+    );
     for name in [&target_a, &target_b] {
         assert_eq!(outcome(&job, name)["result"], "updated");
         assert_eq!(inspect(name)["Image"], image_id(&tag));
@@ -219,7 +328,7 @@ async fn only_labelled_containers_on_the_pushed_tag_are_touched() {
     drop(registry);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_aliases_match_one_registry_under_two_names() {
     // The container names the registry `localhost:<port>`; the registry reports `127.0.0.1:<port>`.
     let port = crate::harness::free_port();
@@ -236,20 +345,31 @@ async fn registry_aliases_match_one_registry_under_two_names() {
     docker(&["pull", &local_tag]);
     let name = unique("aliased");
     clean.container(&name);
-    docker(&["run", "-d", "--name", &name, "--label", "hoist.enable=true", &local_tag]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "hoist.enable=true",
+        &local_tag,
+    ]);
     hoist.wait_for_target(&name).await;
 
     let new_digest = build_and_push(&pushed_tag, "v2", Behaviour::Serve);
     let job = hoist.wait_for_job(&pushed_tag, &new_digest, JOB_WAIT).await;
     assert_eq!(outcome(&job, &name)["result"], "updated", "{job}");
     let after = inspect(&name);
-    assert_eq!(after["Config"]["Image"], local_tag, "the container keeps its own name for the image");
+    assert_eq!(
+        after["Config"]["Image"], local_tag,
+        "the container keeps its own name for the image"
+    );
     assert_eq!(after["Image"], image_id(&pushed_tag));
     hoist.stop().await;
     drop(registry);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_image_that_exits_at_once_is_rolled_back() {
     let (hoist, registry, tag) = setup(&[]).await;
     let mut clean = Cleanup::default();
@@ -257,7 +377,17 @@ async fn a_new_image_that_exits_at_once_is_rolled_back() {
     build_and_push(&tag, "v1", Behaviour::Serve);
     let name = unique("crashy");
     clean.container(&name);
-    docker(&["run", "-d", "--name", &name, "--label", "hoist.enable=true", "--restart", "always", &tag]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "hoist.enable=true",
+        "--restart",
+        "always",
+        &tag,
+    ]);
     hoist.wait_for_target(&name).await;
     let before = inspect(&name);
 
@@ -266,20 +396,39 @@ async fn a_new_image_that_exits_at_once_is_rolled_back() {
     let result = outcome(&job, &name);
     assert_eq!(result["result"], "rolled_back", "{job}");
     let reason = result["reason"].as_str().unwrap();
-    assert!(reason.contains("exited with code 3") || reason.contains("keeps restarting"), "{reason}");
-    assert!(result["log_tail"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("crashing on purpose")), "{result}");
+    assert!(
+        reason.contains("exited with code 3") || reason.contains("keeps restarting"),
+        "{reason}"
+    );
+    assert!(
+        result["log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("crashing on purpose")),
+        "{result}"
+    );
 
     let after = inspect(&name);
-    assert_eq!(after["Id"], before["Id"], "the old container is back under its name");
+    assert_eq!(
+        after["Id"], before["Id"],
+        "the old container is back under its name"
+    );
     assert_eq!(after["Image"], before["Image"]);
     assert_eq!(after["State"]["Running"], true);
-    assert_eq!(after["HostConfig"]["RestartPolicy"], before["HostConfig"]["RestartPolicy"], "restart policy restored");
-    assert!(!docker_quiet(&["inspect", &format!("{name}-hoist-old")]), "no parked container left");
+    assert_eq!(
+        after["HostConfig"]["RestartPolicy"], before["HostConfig"]["RestartPolicy"],
+        "restart policy restored"
+    );
+    assert!(
+        !docker_quiet(&["inspect", &format!("{name}-hoist-old")]),
+        "no parked container left"
+    );
     hoist.stop().await;
     drop(registry);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_image_that_turns_unhealthy_is_rolled_back() {
     let (hoist, registry, tag) = setup(&[]).await;
     let mut clean = Cleanup::default();
@@ -295,7 +444,10 @@ async fn a_new_image_that_turns_unhealthy_is_rolled_back() {
     let job = hoist.wait_for_job(&tag, &bad_digest, JOB_WAIT).await;
     let result = outcome(&job, &name);
     assert_eq!(result["result"], "rolled_back", "{job}");
-    assert!(result["reason"].as_str().unwrap().contains("unhealthy"), "{result}");
+    assert!(
+        result["reason"].as_str().unwrap().contains("unhealthy"),
+        "{result}"
+    );
     let after = inspect(&name);
     assert_eq!(after["Id"], before["Id"]);
     assert_eq!(after["State"]["Running"], true);
@@ -303,7 +455,7 @@ async fn a_new_image_that_turns_unhealthy_is_rolled_back() {
     drop(registry);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_that_fails_touches_nothing() {
     let (hoist, mut registry, tag) = setup(&[]).await;
     let mut clean = Cleanup::default();
@@ -344,6 +496,9 @@ async fn a_pull_that_fails_touches_nothing() {
     let after = inspect(&name);
     assert_eq!(after["Id"], before["Id"]);
     assert_eq!(after["State"]["Running"], true);
-    assert_eq!(after["State"]["StartedAt"], before["State"]["StartedAt"], "not even restarted");
+    assert_eq!(
+        after["State"]["StartedAt"], before["State"]["StartedAt"],
+        "not even restarted"
+    );
     hoist.stop().await;
 }

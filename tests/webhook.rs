@@ -15,7 +15,10 @@ async fn post(hoist: &Hoist, source: &str, token: Option<&str>, body: Vec<u8>) -
     let mut request = hoist
         .http
         .post(hoist.url(&format!("/v1/hooks/{source}")))
-        .header("content-type", "application/vnd.docker.distribution.events.v1+json")
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
         .body(body);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -25,7 +28,7 @@ async fn post(hoist: &Hoist, source: &str, token: Option<&str>, body: Vec<u8>) -
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_are_answered_by_kind() {
     let hoist = Hoist::start(&[]).await;
     let cases: &[(&str, &str, u16)] = &[
@@ -58,12 +61,24 @@ async fn fixtures_are_answered_by_kind() {
             assert!(!body["ignored"].as_array().unwrap().is_empty(), "{file}: {body}");
         }
     }
-    let (_, body) = post(&hoist, "distribution", Some(TOKEN), fixture("distribution-push-manifest.json")).await;
+    let (_, body) = post(
+        &hoist,
+        "distribution",
+        Some(TOKEN),
+        fixture("distribution-push-manifest.json"),
+    )
+    .await;
     assert_eq!(
         body["accepted"][0],
         "registry.example.test/team/app:1.0@sha256:8174f92e800085ab984673fccde5a93e8cb0a4983914502c4575bbd71a6e0516"
     );
-    let (_, body) = post(&hoist, "harbor", Some(TOKEN), fixture("harbor-push-artifact.json")).await;
+    let (_, body) = post(
+        &hoist,
+        "harbor",
+        Some(TOKEN),
+        fixture("harbor-push-artifact.json"),
+    )
+    .await;
     assert_eq!(
         body["accepted"][0],
         "harbor.example.test/team/app:1.4.2@sha256:dc1964102f0225de0e63d6673f2f2e645a35d299c1667765636b57c0bc80424c"
@@ -71,7 +86,7 @@ async fn fixtures_are_answered_by_kind() {
     hoist.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorised_malformed_oversized_and_unknown_are_rejected() {
     let hoist = Hoist::start(&[("HOIST_MAX_BODY_BYTES", "4096")]).await;
     let push = fixture("distribution-push-manifest.json");
@@ -81,13 +96,37 @@ async fn unauthorised_malformed_oversized_and_unknown_are_rejected() {
     assert_eq!(body["error"], "missing or wrong bearer token");
     let (status, _) = post(&hoist, "distribution", Some("wrong-token"), push.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = post(&hoist, "harbor", Some(&TOKEN[..TOKEN.len() - 1]), fixture("harbor-push-artifact.json")).await;
+    let (status, _) = post(
+        &hoist,
+        "harbor",
+        Some(&TOKEN[..TOKEN.len() - 1]),
+        fixture("harbor-push-artifact.json"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    for bad in [&b""[..], b"{", b"not json", b"[]", b"{\"events\": \"x\"}", b"\xff\xfe\x00"] {
+    for bad in [
+        &b""[..],
+        b"{",
+        b"not json",
+        b"[]",
+        b"{\"events\": \"x\"}",
+        b"\xff\xfe\x00",
+    ] {
         let (status, body) = post(&hoist, "distribution", Some(TOKEN), bad.to_vec()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{:?}", String::from_utf8_lossy(bad));
-        assert!(body["error"].as_str().unwrap().contains("malformed distribution payload"), "{body}");
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("malformed distribution payload"),
+            "{body}"
+        );
     }
     let (status, body) = post(&hoist, "harbor", Some(TOKEN), b"{\"type\": 5}".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -106,7 +145,7 @@ async fn unauthorised_malformed_oversized_and_unknown_are_rejected() {
     hoist.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_endpoints_answer() {
     let hoist = Hoist::start(&[]).await;
     let health = hoist.get_json("/healthz").await;

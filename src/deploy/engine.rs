@@ -537,15 +537,22 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard(format!("image {name}"), e))
     }
 
-    /// Container events for labelled containers, from now on. The stream ends
-    /// or errors when the engine goes away; the caller resyncs and resubscribes.
+    /// Lifecycle events of containers that carry an opt-in label key (any
+    /// value, so a label switched off is seen too), from now on. The stream
+    /// ends or errors when the engine goes away; the caller resyncs and resubscribes.
     pub fn container_events(&self) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
+        // Several `label` filter values must all match, so the opt-in labels
+        // are checked here instead; several `event` values match any.
         let options = EventsOptions {
             filters: Some(HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
                 (
-                    "label".to_string(),
-                    labels::OPT_IN.iter().map(|l| format!("{l}=true")).collect(),
+                    "event".to_string(),
+                    [
+                        "create", "start", "die", "stop", "destroy", "rename", "update", "restart",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
             ])),
             ..Default::default()
@@ -556,9 +563,14 @@ impl Engine {
                     action: Some(action),
                     actor: Some(actor),
                     ..
-                }) => actor
-                    .id
-                    .map(|container_id| Ok(EngineEvent { container_id, action })),
+                }) => {
+                    let attributes = actor.attributes.unwrap_or_default();
+                    let labelled = labels::OPT_IN.iter().any(|label| attributes.contains_key(*label));
+                    match actor.id {
+                        Some(container_id) if labelled => Some(Ok(EngineEvent { container_id, action })),
+                        _ => None,
+                    }
+                }
                 Ok(_) => None,
                 Err(e) => Some(Err(EngineError::from_bollard("event stream", e))),
             }

@@ -102,11 +102,13 @@ pub async fn run(
             };
             match next {
                 Some(Ok(event)) => {
+                    debug!(container = %event.container_id, action = %event.action, "Engine event.");
                     apply_event(&engine, &mut index, &event.container_id, &event.action).await;
                     publish.send_replace(index.snapshot());
                 }
                 Some(Err(e)) => {
                     warn!(error = %e, "Engine event stream failed; reconnecting.");
+                    tracing::debug!(error = ?e, "Event stream error detail.");
                     break;
                 }
                 None => {
@@ -137,7 +139,8 @@ async fn apply_event(engine: &Engine, index: &mut TargetIndex, id: &str, action:
                 debug!(container = %target.name, image = %target.image, action, "Target updated.");
                 index.upsert(target);
             }
-            Err(_) => {
+            Err(why) => {
+                debug!(container = details.name(), why, "Not a target.");
                 index.remove(&id);
             }
         },

@@ -21,7 +21,12 @@ pub const TOKEN: &str = "test-token-0123456789";
 /// A name unique to this test run and call: `h<pid>-<n>-<label>`.
 pub fn unique(label: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!("h{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), label)
+    format!(
+        "h{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        label
+    )
 }
 
 pub fn init_logs() {
@@ -30,19 +35,29 @@ pub fn init_logs() {
         // reqwest is built without a default TLS provider; tests use ring, like hoist.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "hoist=debug".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "hoist=debug".into()),
+            )
             .with_test_writer()
             .try_init();
     });
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs `docker ARGS`, panicking with its output when it fails.
 pub fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("the docker CLI must be installed");
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI must be installed");
     assert!(
         output.status.success(),
         "docker {} failed: {}{}",
@@ -98,7 +113,12 @@ impl Registry {
             root = dir.path().join("data").display(),
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let mut registry = Registry { port, host: format!("127.0.0.1:{port}"), child: None, dir };
+        let mut registry = Registry {
+            port,
+            host: format!("127.0.0.1:{port}"),
+            child: None,
+            dir,
+        };
         registry.spawn();
         registry
     }
@@ -111,11 +131,17 @@ impl Registry {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("docker-registry must be installed (Debian package docker-registry; .ci/run installs it)");
+            .expect(
+                "docker-registry must be installed (Debian package docker-registry; .ci/run installs it)",
+            );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start; log: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start; log: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -163,7 +189,9 @@ pub enum Behaviour {
 }
 
 /// Builds a tiny image `FROM scratch` with busybox, tagged `tag`. `version`
-/// goes into a file and a label, so each version has its own digest.
+/// goes into a file and a label, so each version has its own digest; the tag
+/// goes into a label, so no two tests share an image (one test's clean-up
+/// would otherwise remove another's image).
 pub fn build_image(tag: &str, version: &str, behaviour: Behaviour) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(busybox(), dir.path().join("busybox")).unwrap();
@@ -183,6 +211,7 @@ pub fn build_image(tag: &str, version: &str, behaviour: Behaviour) {
          RUN [\"/bin/sh\", \"-c\", \"mkdir -p /www /data /tmp && echo {version} > /version && cp /version /www/index.html\"]\n\
          ENV IMAGE_VERSION={version} PATH=/bin\n\
          LABEL org.opencontainers.image.version={version} org.opencontainers.image.revision=rev-{version} org.opencontainers.image.source=https://example.test/app\n\
+         LABEL hoist.test.tag={tag:?}\n\
          VOLUME /data\n\
          EXPOSE 8080\n\
          {healthcheck}\
@@ -195,7 +224,11 @@ pub fn build_image(tag: &str, version: &str, behaviour: Behaviour) {
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .expect("docker CLI");
-    assert!(output.status.success(), "docker build failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "docker build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn busybox() -> PathBuf {
@@ -247,8 +280,14 @@ impl Hoist {
             vars.insert(k.to_string(), v.to_string());
         }
         let config = hoist::Config::from_vars(&vars).expect("test config is valid");
-        let app = hoist::start(config).await.expect("hoist starts (is the docker engine running?)");
-        Hoist { addr: app.local_addr, app: Some(app), http: reqwest::Client::new() }
+        let app = hoist::start(config)
+            .await
+            .expect("hoist starts (is the docker engine running?)");
+        Hoist {
+            addr: app.local_addr,
+            app: Some(app),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -260,7 +299,14 @@ impl Hoist {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits for a finished job of `image` (tagged reference) with `digest`, and returns it.
@@ -277,7 +323,10 @@ impl Hoist {
             if let Some(job) = found {
                 return job;
             }
-            assert!(Instant::now() < deadline, "no job for {image}@{digest} within {within:?}; history: {history}");
+            assert!(
+                Instant::now() < deadline,
+                "no job for {image}@{digest} within {within:?}; history: {history}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -287,10 +336,18 @@ impl Hoist {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let targets = self.get_json("/v1/targets").await;
-            if targets["targets"].as_array().unwrap().iter().any(|t| t["name"] == name) {
+            if targets["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == name)
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name} never became a target: {targets}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became a target: {targets}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
