@@ -55,7 +55,9 @@ impl RunningApp {
     /// Begins shutdown and waits until it is complete.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.done.await;
+        if let Err(e) = self.done.await {
+            warn!(error = %e, "The shutdown task failed.");
+        }
     }
 }
 
@@ -97,7 +99,12 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     ));
     // Ready means the targets are known: wait for the first sync (bounded, so
     // a slow engine delays readiness, not start-up forever).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed()).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed())
+        .await
+        .is_err()
+    {
+        warn!("The target index is not synced yet; serving anyway.");
+    }
 
     let history = History::default();
     let (events_tx, events_rx) = mpsc::channel(config.queue_capacity);
@@ -145,7 +152,9 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(error = %e, "HTTP server failed.");
         }
         // The router (and its sender) is gone: the runner drains the queue and ends.
-        let _ = runner_task.await;
+        if let Err(e) = runner_task.await {
+            warn!(error = %e, "The runner task failed.");
+        }
         // 2. running jobs reach a safe state, within the grace period.
         jobs.close();
         if tokio::time::timeout(grace, jobs.wait()).await.is_err() {

@@ -8,7 +8,8 @@ pub async fn signal() -> &'static str {
         let mut term = match signal(SignalKind::terminate()) {
             Ok(term) => term,
             Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                // No SIGTERM handler could be installed: Ctrl-C alone will do.
+                tokio::signal::ctrl_c().await.ok();
                 return "SIGINT";
             }
         };
@@ -19,7 +20,7 @@ pub async fn signal() -> &'static str {
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::signal::ctrl_c().await.ok();
         "SIGINT"
     }
 }

@@ -24,9 +24,10 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    // Fails only when a subscriber is already set (tests): keep that one.
+    match format {
+        LogFormat::Json => builder.json().try_init().ok(),
+        LogFormat::Text => builder.try_init().ok(),
     };
 }
 
@@ -41,7 +42,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            // Fails only if another recorder was set first; the handle still renders ours.
+            metrics::set_global_recorder(recorder).ok();
             handle
         })
         .clone()

@@ -31,7 +31,7 @@ fn outcome(job: &Value, name: &str) -> Value {
         .clone()
 }
 
-fn without<'a>(value: &'a Value, keys: &[&str]) -> Value {
+fn without(value: &Value, keys: &[&str]) -> Value {
     let mut value = value.clone();
     for key in keys {
         value.as_object_mut().unwrap().remove(*key);

@@ -1,7 +1,7 @@
 //! Recreating a standalone container on a new image, safely.
 //!
 //! The old container is never removed before the new one is proven:
-//! 1. pull (done once per push, before any target is touched);
+//! 1. pull (once per push, before any target is touched);
 //! 2. build the new container's body from the old one's inspect; a failure
 //!    here touches nothing;
 //! 3. park the old one: restart policy off, stop, rename to `<name>-hoist-old`;
@@ -9,6 +9,7 @@
 //! 5. success: remove the parked one. Failure at 4: keep the new one's last
 //!    log lines, remove it, and give the old one its name, restart policy and
 //!    running state back.
+//!
 //! So at every step the user has the old or the new container, never neither.
 
 use std::time::Duration;
@@ -162,9 +163,12 @@ impl Parked {
             .map_err(|e| format!("cannot change the restart policy: {e}"))?;
         if parked.was_running {
             if let Err(e) = engine.stop(&parked.id, stop_timeout).await {
-                let _ = engine
+                if let Err(again) = engine
                     .set_restart_policy(&parked.id, parked.restart_policy.as_ref())
-                    .await;
+                    .await
+                {
+                    warn!(container = %parked.name, error = %again, "Cannot restore the restart policy.");
+                }
                 return Err(format!("cannot stop the old container: {e}"));
             }
         }

@@ -695,7 +695,9 @@ impl Engine {
             };
             if let Err(e) = self.docker.connect_network(network, request).await {
                 // A half-wired container must not be left behind.
-                let _ = self.remove(&created.id).await;
+                if let Err(again) = self.remove(&created.id).await {
+                    tracing::warn!(container = name, error = %again, "Cannot remove a half-created container.");
+                }
                 return Err(EngineError::from_bollard(
                     format!("connect {name} to {network}"),
                     e,

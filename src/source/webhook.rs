@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{distribution, harbor, ParseError, RegistryEvent};
+
+/// A source's pure parser.
+type Parser = fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>;
 use crate::event::{ImageEvent, SourceKind};
 use crate::secret::Secret;
 use crate::telemetry;
@@ -119,12 +122,11 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IntakeError> {
-    let (kind, parse): (SourceKind, fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>) =
-        match source.as_str() {
-            "distribution" => (SourceKind::Distribution, distribution::parse),
-            "harbor" => (SourceKind::Harbor, harbor::parse),
-            _ => return Err(IntakeError::UnknownSource(source)),
-        };
+    let (kind, parse): (SourceKind, Parser) = match source.as_str() {
+        "distribution" => (SourceKind::Distribution, distribution::parse),
+        "harbor" => (SourceKind::Harbor, harbor::parse),
+        _ => return Err(IntakeError::UnknownSource(source)),
+    };
     let source_name = kind.as_str();
     if !authorized(&state, &headers) {
         telemetry::event_received(source_name, "unauthorized");

@@ -4,7 +4,7 @@
 //! removed on drop. A missing engine or registry binary fails the test: it
 //! never skips.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::let_underscore_must_use)]
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
