@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs and starts what hoist's tests and benchmarks need on a fresh Debian
+# machine: the Distribution registry, static busybox (test images are built
+# FROM scratch with it), aiosmtpd (a real SMTP server for the email tests),
+# wrk (intake benchmark), and a running Docker engine. Safe to run again.
+set -euo pipefail
+
+need_packages=()
+command -v docker-registry >/dev/null || need_packages+=(docker-registry)
+[ -x /usr/bin/busybox ] && /usr/bin/busybox --list 2>/dev/null | grep -qx httpd || need_packages+=(busybox-static)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_packages+=(python3-aiosmtpd)
+command -v wrk >/dev/null || need_packages+=(wrk)
+command -v openssl >/dev/null || need_packages+=(openssl)
+command -v docker >/dev/null || need_packages+=(docker.io)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  echo "setup: installing ${need_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+fi
+# The Debian package may start its own registry on :5000; hoist's tests run their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting the docker engine"
+  (service docker start || (nohup dockerd >/var/log/dockerd.log 2>&1 &)) >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null 2>&1 || { echo "setup: the docker engine is not running" >&2; exit 1; }
+echo "setup: docker $(docker version --format '{{.Server.Version}}'), $(docker-registry --version 2>/dev/null | awk '{print $NF}') registry, busybox, aiosmtpd ready"
