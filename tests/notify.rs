@@ -539,8 +539,8 @@ async fn email_through_a_local_relay_has_headers_and_both_bodies() {
     notifier.notify(rollback());
     let mail = server.wait_for(1, WAIT).await.remove(0);
     notifier.shutdown(WAIT).await;
-    dump("email-rollback.txt", &mail.part("text/plain").unwrap_or_default());
-    dump("email-rollback.html", &mail.part("text/html").unwrap_or_default());
+    dump("email-rollback.txt", mail.part("text/plain").unwrap_or_default());
+    dump("email-rollback.html", mail.part("text/html").unwrap_or_default());
 
     assert_eq!(mail.mail_from, "hoist@example.test");
     assert_eq!(mail.rcpt_tos, vec!["ops@example.test", "dev@example.test"]);
@@ -637,7 +637,7 @@ async fn email_with_login_over_starttls() {
         mail.header("Subject"),
         Some("Updated registry.example.test/team/app:1.4 (2 targets)")
     );
-    dump("email-update.txt", &mail.part("text/plain").unwrap_or_default());
+    dump("email-update.txt", mail.part("text/plain").unwrap_or_default());
 }
 
 #[tokio::test]
@@ -649,7 +649,7 @@ async fn email_without_the_ca_does_not_trust_the_server() {
     let checked = only(notifier.check().await, "email");
     assert!(!checked.ok);
     assert!(
-        checked.detail.contains("invalid peer certificate: UnknownIssuer"),
+        checked.detail.contains("Connection error: invalid peer certificate: UnknownIssuer"),
         "{}",
         checked.detail
     );

@@ -16,7 +16,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::render::{self, Tone};
-use super::{install_crypto_provider, keys, scrub, BoxFuture, Channel, Notification, NotifyError, SendError};
+use super::{
+    error_text, install_crypto_provider, keys, scrub, BoxFuture, Channel, Notification, NotifyError,
+    SendError,
+};
 use crate::config::Reader;
 use crate::secret::Secret;
 
@@ -282,17 +285,7 @@ impl Email {
         if error.is_timeout() {
             return SendError::Timeout(self.timeout);
         }
-        // Display includes the first cause; deeper causes (the io or TLS error) are added.
-        let mut detail = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !detail.contains(&text) {
-                detail.push_str(": ");
-                detail.push_str(&text);
-            }
-            source = cause.source();
-        }
+        let detail = error_text(&error);
         let password = self.password.as_ref().map_or("", |p| p.expose().as_str());
         let detail = scrub(detail, &[password]);
         // A refusal (5xx: wrong password, unknown recipient), a certificate

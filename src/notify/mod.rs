@@ -336,6 +336,30 @@ pub(crate) fn scrub(mut text: String, secrets: &[&str]) -> String {
     text
 }
 
+/// An error and its causes on one line. Display impls differ on whether
+/// they include their cause (reqwest does not, lettre does, and repeats its
+/// kind: "Connection error: Connection error: ..."), so each cause is added
+/// only when not already shown, and repeated parts are dropped.
+pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
 // === Notifier ===
 
 /// How one channel is doing, for start-up logs and `/healthz`.
@@ -776,6 +800,44 @@ mod tests {
         let waits: Vec<u64> = (1..=7).map(|a| backoff(base, a).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
         assert_eq!(backoff(base, 100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn error_text_shows_each_cause_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>, bool);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)?;
+                match (&self.1, self.2) {
+                    (Some(inner), true) => write!(f, ": {inner}"),
+                    _ => Ok(()),
+                }
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        // reqwest style: the cause is not in the Display.
+        let e = Layer(
+            "error sending request",
+            Some(Box::new(Layer("refused", None, false))),
+            false,
+        );
+        assert_eq!(error_text(&e), "error sending request: refused");
+        // lettre style: the kind repeated, the cause included.
+        let e = Layer(
+            "Connection error",
+            Some(Box::new(Layer(
+                "Connection error",
+                Some(Box::new(Layer("bad certificate", None, false))),
+                true,
+            ))),
+            true,
+        );
+        assert_eq!(error_text(&e), "Connection error: bad certificate");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use url::Url;
 
-use super::{install_crypto_provider, scrub, NotifyError, SendError};
+use super::{error_text, install_crypto_provider, scrub, NotifyError, SendError};
 use crate::secret::Secret;
 
 /// How much of an error response body is kept for the log (Slack answers
@@ -119,17 +119,7 @@ impl WebhookClient {
         let error = error.without_url();
         // reqwest's Display stops at the top error; the cause (refused,
         // reset, certificate) is in the source chain.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        let text = self.scrub(text);
+        let text = self.scrub(error_text(&error));
         if builder {
             SendError::Invalid(text)
         } else {
