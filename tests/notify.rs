@@ -649,7 +649,9 @@ async fn email_without_the_ca_does_not_trust_the_server() {
     let checked = only(notifier.check().await, "email");
     assert!(!checked.ok);
     assert!(
-        checked.detail.contains("Connection error: invalid peer certificate: UnknownIssuer"),
+        checked
+            .detail
+            .contains("Connection error: invalid peer certificate: UnknownIssuer"),
         "{}",
         checked.detail
     );
