@@ -5,6 +5,9 @@
 //! 1. stop intake (webhooks answer 503) and stop serving;
 //! 2. let running jobs finish, within the grace period;
 //! 3. flush notifications; exit.
+//!
+//! Notifiers run beside the runner, fed by its `on_finished` callback, so a
+//! slow channel never holds up a deploy.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
 use crate::history::History;
 use crate::job::{Runner, RunnerSettings};
+use crate::notify::{Notifier, NotifyError};
 use crate::source::webhook::{self, IntakeState};
 use crate::target::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::telemetry;
@@ -39,6 +43,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -106,6 +112,17 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         warn!("The target index is not synced yet; serving anyway.");
     }
 
+    // Notifiers are checked now, so a bad webhook URL or an unreachable SMTP
+    // server shows at start-up (and in /healthz), not at the first deploy.
+    let notifier = Notifier::start(&config.notify)?;
+    for status in notifier.check().await {
+        if status.ok {
+            info!(channel = status.channel, detail = %status.detail, "Notification channel ready.");
+        } else {
+            warn!(channel = status.channel, detail = %status.detail, "Notification channel check failed; will keep trying at each message.");
+        }
+    }
+
     let history = History::default();
     let (events_tx, events_rx) = mpsc::channel(config.queue_capacity);
     let runner = Runner::new(
@@ -120,7 +137,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         },
         snapshot_rx.clone(),
         history.clone(),
-        Arc::new(|_| {}),
+        {
+            let notifier = notifier.clone();
+            Arc::new(move |notification| notifier.notify(notification.clone()))
+        },
     );
     let jobs = TaskTracker::new();
     let runner_task = tokio::spawn(runner.run(events_rx, jobs.clone(), CancellationToken::new()));
@@ -137,7 +157,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         snapshot: snapshot_rx,
         history,
         metrics,
-        notifiers: Arc::new(|| json!([])),
+        notifiers: {
+            let notifier = notifier.clone();
+            Arc::new(move || json!(notifier.status()))
+        },
     }));
 
     let server_stop = stop.clone();
@@ -161,6 +184,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(running = jobs.len(), grace = ?grace, "Jobs still running after the shutdown grace period.");
         }
         watch_task.abort();
+        // 3. messages of finished jobs still go out, each briefly.
+        notifier.shutdown(std::time::Duration::from_secs(10)).await;
         info!("Stopped.");
     });
     info!(listen = %local_addr, "hoist is ready.");

@@ -1,10 +1,13 @@
-//! The integration suite: one binary, on the real engine, the real
-//! Distribution registry and (for email) a real SMTP server.
-//!
-//! - `webhook`: intake over HTTP: fixtures, auth, malformed and oversized bodies.
-//! - `container`: a push redeploys labelled containers; config preserved; rollback; outages.
+//! The integration suite: one binary (`cargo test --test integration`), on
+//! the real engine, the real Distribution registry and a real SMTP server.
+//! Only Slack and Teams, which cannot run here, are loopback recorders.
 
+/// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
+mod notify;
+/// Intake over HTTP: fixtures, auth, malformed and oversized bodies.
 mod webhook;

@@ -147,6 +147,23 @@ impl ImageRef {
             digest,
         })
     }
+    /// Builds a reference from parts that are already normalised, without
+    /// checking them. Lets tests and other stages build values while the
+    /// parser is written elsewhere; prefer [`ImageRef::parse`].
+    #[doc(hidden)]
+    pub fn from_parts(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> ImageRef {
+        ImageRef {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        }
+    }
     pub fn registry(&self) -> &str {
         &self.registry
     }

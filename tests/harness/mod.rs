@@ -6,6 +6,11 @@
 
 #![allow(dead_code, clippy::let_underscore_must_use)]
 
+/// HTTP receiver recording exact requests (Slack and Teams stand-ins).
+pub mod recorder;
+/// aiosmtpd on 127.0.0.1:0, optionally with STARTTLS and AUTH.
+pub mod smtp;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
