@@ -502,3 +502,103 @@ async fn a_pull_that_fails_touches_nothing() {
     );
     hoist.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_per_push_on_every_channel_and_a_hanging_channel_delays_nothing() {
+    use crate::harness::recorder::Recorder;
+    use crate::harness::smtp::{SmtpOptions, SmtpServer};
+    let slack = Recorder::always(200).await;
+    let teams = Recorder::hanging().await;
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let slack_url = slack.url("/services/T000/B000/slack-secret");
+    let teams_url = teams.url("/workflows/teams-secret");
+    let smtp_url = format!("smtp://127.0.0.1:{}?tls=none", smtp.port());
+    let (hoist, registry, tag) = setup(&[
+        ("HOIST_SLACK_WEBHOOK_URL", &slack_url),
+        ("HOIST_TEAMS_WEBHOOK_URL", &teams_url),
+        ("HOIST_NOTIFY_TIMEOUT", "60s"),
+        ("HOIST_SMTP_URL", &smtp_url),
+        ("HOIST_EMAIL_FROM", "hoist@example.test"),
+        ("HOIST_EMAIL_TO", "ops@example.test"),
+    ])
+    .await;
+    let mut clean = Cleanup::default();
+    clean.image(&tag);
+    build_and_push(&tag, "v1", Behaviour::Serve);
+    let (first, second, watched) = (unique("one"), unique("two"), unique("watched"));
+    for name in [&first, &second] {
+        clean.container(name);
+        docker(&["run", "-d", "--name", name, "--label", "hoist.enable=true", &tag]);
+    }
+    clean.container(&watched);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &watched,
+        "--label",
+        "hoist.enable=true",
+        "--label",
+        "hoist.monitor-only=true",
+        &tag,
+    ]);
+    for name in [&first, &second, &watched] {
+        hoist.wait_for_target(name).await;
+    }
+    let watched_before = inspect(&watched);
+
+    let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
+    let job = hoist.wait_for_job(&tag, &new_digest, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &first)["result"], "updated");
+    assert_eq!(outcome(&job, &second)["result"], "updated");
+    assert_eq!(outcome(&job, &watched)["result"], "monitor_only");
+    assert_eq!(
+        inspect(&watched)["Id"],
+        watched_before["Id"],
+        "monitor-only is not applied"
+    );
+    // The job is done while Teams still has not answered: the deploy did not wait for it.
+    let teams_requests = teams.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        teams_requests.len(),
+        1,
+        "Teams got the message once and is still holding it"
+    );
+    assert!(teams_requests[0].json()["attachments"][0]["content"]["body"]
+        .to_string()
+        .contains(&first));
+
+    let slack_messages = slack.wait_for(1, Duration::from_secs(10)).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        slack.requests().len(),
+        1,
+        "one message per push, not per container"
+    );
+    let slack_text = slack_messages[0].json().to_string();
+    for expected in [
+        first.as_str(),
+        second.as_str(),
+        watched.as_str(),
+        &new_digest[7..19],
+        "v2",
+        "not applied",
+    ] {
+        assert!(
+            slack_text.contains(expected),
+            "Slack message lacks {expected:?}: {slack_text}"
+        );
+    }
+    assert_eq!(smtp.messages().len(), 1);
+    let subject = mails[0].header("Subject").unwrap();
+    assert!(subject.contains(&tag), "{subject}");
+    let plain = mails[0].part("text/plain").unwrap();
+    assert!(plain.contains(&first) && plain.contains(&second), "{plain}");
+    assert!(
+        mails[0].part("text/html").unwrap().contains("<"),
+        "an HTML part too"
+    );
+    hoist.stop().await;
+    drop(registry);
+}
