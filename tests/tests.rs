@@ -9,5 +9,7 @@ mod harness;
 mod container;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// The compose example with hoist packaged FROM scratch as the sidecar.
+mod sidecar;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.
 mod webhook;

@@ -75,7 +75,7 @@ pub async fn update(
             "the container runs with --rm, so it cannot be kept for a rollback".into(),
         );
     }
-    let spec = match old.recreate_spec(&old_image, old.image_reference()) {
+    let spec = match old.recreate_spec(&old_image, new_image, old.image_reference()) {
         Ok(spec) => spec,
         Err(why) => {
             return failed(

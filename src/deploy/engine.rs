@@ -216,6 +216,7 @@ impl ContainerDetails {
     pub fn recreate_spec(
         &self,
         old_image: &ImageDetails,
+        new_image: &ImageDetails,
         image_reference: &str,
     ) -> Result<CreateSpec, String> {
         let config = self.raw.config.clone().ok_or("inspect has no Config")?;
@@ -231,6 +232,15 @@ impl ContainerDetails {
             labels
                 .into_iter()
                 .filter(|(k, v)| labels::is_opt_in(k) || inherited.get(k) != Some(v))
+                .map(|(k, v)| {
+                    // Compose v2 recreates a container whose recorded image
+                    // differs from the local one; record the new image.
+                    if k == labels::COMPOSE_IMAGE {
+                        (k, new_image.id().to_string())
+                    } else {
+                        (k, v)
+                    }
+                })
                 .collect::<HashMap<_, _>>()
         });
         let volumes = subtract(config.volumes, image_defaults.volumes.as_ref());

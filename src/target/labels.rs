@@ -21,6 +21,8 @@ pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
 
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+/// The image ID compose v2 recorded at `up`; kept in step by an update.
+pub const COMPOSE_IMAGE: &str = "com.docker.compose.image";
 
 pub fn is_opt_in(key: &str) -> bool {
     OPT_IN.contains(&key)
