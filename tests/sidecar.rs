@@ -36,10 +36,13 @@ impl Drop for Project {
     fn drop(&mut self) {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let file = concat!(env!("CARGO_MANIFEST_DIR"), "/compose/docker-compose.yml");
-        let _ = Command::new("docker-compose")
+        let down = Command::new("docker-compose")
             .args(["-f", file, "-p", &self.name, "down", "-v", "-t", "1"])
             .envs(env)
             .output();
+        if !down.is_ok_and(|o| o.status.success()) {
+            eprintln!("docker-compose down failed for project {}", self.name);
+        }
     }
 }
 
