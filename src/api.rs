@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::deploy::engine::Engine;
-use crate::history::History;
+use crate::job::Journal;
 use crate::target::IndexSnapshot;
 
 /// Extra health detail from stages that have their own checks (notifiers).
@@ -22,7 +22,7 @@ pub type HealthDetail = Arc<dyn Fn() -> Value + Send + Sync>;
 pub struct ApiState {
     pub engine: Engine,
     pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
-    pub history: History,
+    pub journal: Journal,
     pub metrics: PrometheusHandle,
     pub notifiers: HealthDetail,
 }
@@ -70,6 +70,16 @@ async fn targets(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "targets": targets }))
 }
 
-async fn history(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "jobs": state.history.recent() }))
+async fn history(State(state): State<ApiState>) -> Response {
+    match state.journal.history().await {
+        Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the history from the journal.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "cannot read the journal" })),
+            )
+                .into_response()
+        }
+    }
 }

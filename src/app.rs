@@ -23,10 +23,12 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::deploy::container;
 use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
-use crate::history::History;
-use crate::job::{Runner, RunnerSettings};
+use crate::deploy::StepLog;
+use crate::job::journal::JournalError;
+use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
 use crate::source::webhook::{self, IntakeState};
 use crate::target::{watch as target_watch, IndexSnapshot, TargetIndex};
@@ -45,6 +47,8 @@ pub enum StartError {
     },
     #[error("cannot set up notifications: {0}")]
     Notify(#[from] NotifyError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -93,6 +97,14 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         source,
     })?;
     let metrics = telemetry::metrics_handle();
+    let journal = Journal::open(&config.state_dir)?;
+    let pause_after: Option<Arc<str>> = config.fault_pause_after.as_deref().map(Arc::from);
+    if let Some(step) = &pause_after {
+        warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (crash tests only).");
+    }
+    // Before anything watches or updates: bring every target that a crash left
+    // half-updated to a safe state. Those jobs then run again below.
+    let unfinished = recover(&engine, &journal, &pause_after).await?;
 
     // The index: owned by the watch task, read through snapshots.
     let (snapshot_tx, mut snapshot_rx) = watch::channel(Arc::new(IndexSnapshot::default()));
@@ -123,8 +135,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         }
     }
 
-    let history = History::default();
-    let (events_tx, events_rx) = mpsc::channel(config.queue_capacity);
+    let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
     let runner = Runner::new(
         engine.clone(),
         config.registry_aliases.clone(),
@@ -134,28 +145,46 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
                 stop_timeout: config.stop_timeout,
             },
             max_parallel: config.max_parallel,
+            pause_after,
         },
         snapshot_rx.clone(),
-        history.clone(),
+        journal.clone(),
         {
             let notifier = notifier.clone();
             Arc::new(move |notification| notifier.notify(notification.clone()))
         },
     );
     let jobs = TaskTracker::new();
-    let runner_task = tokio::spawn(runner.run(events_rx, jobs.clone(), CancellationToken::new()));
+    let runner_task = tokio::spawn(runner.run(jobs_rx, jobs.clone(), CancellationToken::new()));
+    if !unfinished.is_empty() {
+        info!(
+            jobs = unfinished.len(),
+            "Running again the jobs that were not finished."
+        );
+        let requeue = jobs_tx.clone();
+        tokio::spawn(async move {
+            for job in unfinished {
+                if requeue.send(job).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
 
     let intake_stopping = CancellationToken::new();
     let app = webhook::router(IntakeState {
         token: config.webhook_token.clone().map(Arc::new),
-        events: events_tx,
+        jobs: jobs_tx,
+        journal: journal.clone(),
+        snapshot: snapshot_rx.clone(),
+        aliases: config.registry_aliases.clone(),
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
     })
     .merge(api::router(ApiState {
         engine: engine.clone(),
         snapshot: snapshot_rx,
-        history,
+        journal,
         metrics,
         notifiers: {
             let notifier = notifier.clone();
@@ -194,4 +223,34 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         stop,
         done,
     })
+}
+
+/// Repairs what a crash left half done, from the journal: each target of an
+/// unfinished job is rolled back (or, if its new container had been verified,
+/// finished). Returns the jobs to run again, with what recovery did.
+async fn recover(
+    engine: &Engine,
+    journal: &Journal,
+    pause_after: &Option<Arc<str>>,
+) -> Result<Vec<Job>, StartError> {
+    let unfinished = journal.unfinished().await?;
+    let mut jobs = Vec::with_capacity(unfinished.len());
+    for job in unfinished {
+        let log = StepLog::new(journal.clone(), job.id, pause_after.clone());
+        let mut targets: Vec<&str> = job.steps.iter().map(|s| s.target.as_str()).collect();
+        targets.sort();
+        targets.dedup();
+        let mut recovered = Vec::new();
+        for target in targets {
+            if let Some(outcome) = container::recover(engine, target, &job.steps, &log).await {
+                recovered.push((target.to_string(), outcome));
+            }
+        }
+        jobs.push(Job {
+            id: job.id,
+            event: job.event,
+            recovered,
+        });
+    }
+    Ok(jobs)
 }

@@ -216,6 +216,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub notify: NotifyConfig,
     pub log_format: LogFormat,
+    /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
+    pub fault_pause_after: Option<String>,
 }
 
 /// Names of every variable, in one place for `--help` and the README.
@@ -233,6 +235,7 @@ pub mod keys {
     pub const STOP_TIMEOUT: &str = "HOIST_STOP_TIMEOUT";
     pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
+    pub const FAULT_PAUSE_AFTER: &str = "HOIST_FAULT_PAUSE_AFTER";
 }
 
 impl Config {
@@ -283,6 +286,7 @@ impl Config {
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
+        let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -299,6 +303,7 @@ impl Config {
             shutdown_grace,
             notify,
             log_format,
+            fault_pause_after,
         })
     }
 }

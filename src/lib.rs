@@ -8,7 +8,7 @@
 //!  docker events ──► target::watch ──► target::index snapshot ─┘
 //!                                                              │ Notification
 //!                                                              ▼
-//!                                                   history (API) · notify
+//!                                        job::journal (history API) · notify
 //! ```
 //!
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + one route).
@@ -16,7 +16,7 @@
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
 //! - [`deploy`] changes what runs, and never leaves fewer containers running than before.
-//! - [`notify`] and [`history`] tell what happened.
+//! - [`notify`] and the journal's history (`/v1/history`) tell what happened.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -26,7 +26,6 @@ pub mod telemetry;
 
 pub mod deploy;
 pub mod event;
-pub mod history;
 pub mod job;
 pub mod matcher;
 pub mod notify;

@@ -11,19 +11,37 @@
 //!    running state back.
 //!
 //! So at every step the user has the old or the new container, never neither.
+//! Each step is journaled before it is taken ([`StepLog`]); [`recover`] uses
+//! those records after a crash to finish or roll back what was half done.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::engine::{ContainerDetails, Engine, EngineError, ImageDetails};
-use super::{health, Outcome};
+use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
+use super::{health, Outcome, StepLog};
 use crate::config::HealthConfig;
 use crate::event::Digest;
+use crate::job::journal::StepRecord;
 use crate::target::PARKED_SUFFIX;
 
 /// How many log lines of a failed container go into the report.
 pub const LOG_TAIL_LINES: usize = 20;
+
+/// Step names, as journaled. The order is the order they are taken.
+pub mod steps {
+    pub const PARKING: &str = "parking";
+    pub const PARKED: &str = "parked";
+    pub const CREATING: &str = "creating";
+    pub const CREATED: &str = "created";
+    pub const STARTING: &str = "starting";
+    pub const STARTED: &str = "started";
+    pub const VERIFYING: &str = "verifying";
+    pub const VERIFIED: &str = "verified";
+    pub const ROLLING_BACK: &str = "rolling_back";
+    pub const DONE: &str = "done";
+}
 
 /// Settings for one container update.
 #[derive(Clone, Debug)]
@@ -49,6 +67,7 @@ pub async fn update(
     new_image: &ImageDetails,
     repository: &str,
     settings: &UpdateSettings,
+    log: &StepLog,
 ) -> ContainerUpdate {
     let old = match engine.inspect_container(name).await {
         Ok(old) => old,
@@ -84,43 +103,76 @@ pub async fn update(
             )
         }
     };
-    let parked = Parked::park(engine, &old, settings.stop_timeout).await;
-    let parked = match parked {
-        Ok(parked) => parked,
-        Err(why) => return failed(old_digest, why),
-    };
+    let parked = Parked::of(&old);
+    if let Err(why) = log.before(name, steps::PARKING, Some(parked.to_json())).await {
+        return failed(old_digest, why);
+    }
+    if let Err(why) = parked.park(engine, settings.stop_timeout).await {
+        return failed(old_digest, why);
+    }
+    log.after(steps::PARKED).await;
 
-    let new_id = match engine.create(name, &spec).await {
-        Ok(id) => id,
-        Err(e) => {
-            return parked
-                .restore(
-                    engine,
-                    None,
-                    format!("cannot create the new container: {e}"),
-                    old_digest,
-                )
-                .await
+    let result = async {
+        log.before(name, steps::CREATING, None)
+            .await
+            .map_err(|why| (None, why))?;
+        let new_id = engine
+            .create(name, &spec)
+            .await
+            .map_err(|e| (None, format!("cannot create the new container: {e}")))?;
+        log.before(name, steps::CREATED, Some(new_id.clone()))
+            .await
+            .map_err(|why| (Some(new_id.clone()), why))?;
+        log.after(steps::CREATED).await;
+        if !parked.was_running {
+            // A stopped container is updated but left stopped, as it was.
+            return Ok(());
+        }
+        log.before(name, steps::STARTING, None)
+            .await
+            .map_err(|why| (Some(new_id.clone()), why))?;
+        engine.start(&new_id).await.map_err(|e| {
+            (
+                Some(new_id.clone()),
+                format!("cannot start the new container: {e}"),
+            )
+        })?;
+        log.after(steps::STARTED).await;
+        log.before(name, steps::VERIFYING, None)
+            .await
+            .map_err(|why| (Some(new_id.clone()), why))?;
+        log.after(steps::VERIFYING).await;
+        health::wait_until_up(engine, &new_id, &settings.health)
+            .await
+            .map_err(|why| (Some(new_id.clone()), why))
+    }
+    .await;
+
+    let outcome = match result {
+        Ok(()) => {
+            // Once "verified" is journaled, recovery finishes forward.
+            if let Err(why) = log.before(name, steps::VERIFIED, None).await {
+                warn!(container = name, %why, "Updated, but the journal could not record it.");
+            }
+            parked.remove(engine).await;
+            info!(container = name, "Container updated.");
+            Outcome::Updated
+        }
+        Err((new_id, reason)) => {
+            if let Err(why) = log.before(name, steps::ROLLING_BACK, Some(reason.clone())).await {
+                // Rolling back is the safe direction: do it even unrecorded.
+                warn!(container = name, %why, "Rolling back without a journal record.");
+            }
+            parked.restore(engine, new_id.as_deref(), reason).await
         }
     };
-    if !parked.was_running {
-        // A stopped container is updated but left stopped, as it was.
-        return parked.finish(engine, old_digest).await;
+    if let Err(why) = log
+        .before(name, steps::DONE, Some(outcome.as_str().to_string()))
+        .await
+    {
+        warn!(container = name, %why, "Finished, but the journal could not record it.");
     }
-    if let Err(e) = engine.start(&new_id).await {
-        return parked
-            .restore(
-                engine,
-                Some(&new_id),
-                format!("cannot start the new container: {e}"),
-                old_digest,
-            )
-            .await;
-    }
-    match health::wait_until_up(engine, &new_id, &settings.health).await {
-        Ok(()) => parked.finish(engine, old_digest).await,
-        Err(reason) => parked.restore(engine, Some(&new_id), reason, old_digest).await,
-    }
+    ContainerUpdate { outcome, old_digest }
 }
 
 fn failed(old_digest: Option<Digest>, reason: String) -> ContainerUpdate {
@@ -130,27 +182,40 @@ fn failed(old_digest: Option<Digest>, reason: String) -> ContainerUpdate {
     }
 }
 
-/// The old container, stopped and renamed aside while its successor proves itself.
+/// The old container, stopped and renamed aside while its successor proves
+/// itself. Journaled (as JSON) before parking, so a crash can put it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Parked {
     id: String,
     name: String,
     was_running: bool,
-    restart_policy: Option<super::engine::RestartPolicyName>,
+    restart_policy: Option<RestartPolicyName>,
 }
 
 impl Parked {
-    async fn park(engine: &Engine, old: &ContainerDetails, stop_timeout: Duration) -> Result<Parked, String> {
-        let parked = Parked {
+    fn of(old: &ContainerDetails) -> Parked {
+        Parked {
             id: old.id().to_string(),
             name: old.name().to_string(),
             was_running: old.running(),
             restart_policy: old.restart_policy(),
-        };
-        let parked_name = format!("{}{PARKED_SUFFIX}", parked.name);
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn parked_name(&self) -> String {
+        format!("{}{PARKED_SUFFIX}", self.name)
+    }
+
+    async fn park(&self, engine: &Engine, stop_timeout: Duration) -> Result<(), String> {
+        let parked_name = self.parked_name();
         // A leftover from an earlier interrupted update: the container under
         // the real name is the one that counts.
         if let Ok(Some(leftover)) = engine.container_id_by_name(&parked_name).await {
-            warn!(container = %parked.name, leftover = %leftover, "Removing a parked container left by an earlier update.");
+            warn!(container = %self.name, leftover = %leftover, "Removing a parked container left by an earlier update.");
             engine
                 .remove(&leftover)
                 .await
@@ -158,83 +223,67 @@ impl Parked {
         }
         // Off first, so the engine does not restart it while parked (or after a daemon restart).
         engine
-            .set_restart_policy(&parked.id, None)
+            .set_restart_policy(&self.id, None)
             .await
             .map_err(|e| format!("cannot change the restart policy: {e}"))?;
-        if parked.was_running {
-            if let Err(e) = engine.stop(&parked.id, stop_timeout).await {
+        if self.was_running {
+            if let Err(e) = engine.stop(&self.id, stop_timeout).await {
                 if let Err(again) = engine
-                    .set_restart_policy(&parked.id, parked.restart_policy.as_ref())
+                    .set_restart_policy(&self.id, self.restart_policy.as_ref())
                     .await
                 {
-                    warn!(container = %parked.name, error = %again, "Cannot restore the restart policy.");
+                    warn!(container = %self.name, error = %again, "Cannot restore the restart policy.");
                 }
                 return Err(format!("cannot stop the old container: {e}"));
             }
         }
-        if let Err(e) = engine.rename(&parked.id, &parked_name).await {
-            parked
-                .bring_back(engine)
+        if let Err(e) = engine.rename(&self.id, &parked_name).await {
+            self.bring_back(engine)
                 .await
                 .map_err(|again| format!("{e}; and then {again}"))?;
             return Err(format!("cannot rename the old container aside: {e}"));
         }
-        Ok(parked)
+        Ok(())
     }
 
     /// The new container is up: the old one can go.
-    async fn finish(self, engine: &Engine, old_digest: Option<Digest>) -> ContainerUpdate {
+    async fn remove(&self, engine: &Engine) {
         if let Err(e) = engine.remove(&self.id).await {
             warn!(container = %self.name, error = %e, "Updated, but the old container could not be removed.");
         }
-        info!(container = %self.name, "Container updated.");
-        ContainerUpdate {
-            outcome: Outcome::Updated,
-            old_digest,
-        }
     }
 
-    /// The new container failed: remove it and bring the old one back.
-    async fn restore(
-        self,
-        engine: &Engine,
-        new_id: Option<&str>,
-        reason: String,
-        old_digest: Option<Digest>,
-    ) -> ContainerUpdate {
+    /// The new container failed (or never came): remove it and bring the old one back.
+    async fn restore(&self, engine: &Engine, new_id: Option<&str>, reason: String) -> Outcome {
         let mut log_tail = Vec::new();
         if let Some(new_id) = new_id {
             log_tail = engine.log_tail(new_id, LOG_TAIL_LINES).await;
             if let Err(e) = engine.remove(new_id).await {
                 error!(container = %self.name, error = %e, "Cannot remove the failed new container; the old one stays parked.");
-                return failed(
-                    old_digest,
-                    format!("{reason}; and the failed container could not be removed: {e}"),
-                );
+                return Outcome::Failed {
+                    reason: format!("{reason}; and the failed container could not be removed: {e}"),
+                };
             }
         }
         if let Err(e) = engine.rename(&self.id, &self.name).await {
             error!(container = %self.name, error = %e, "Cannot give the old container its name back.");
-            return failed(
-                old_digest,
-                format!("{reason}; and the old container could not be renamed back: {e}"),
-            );
+            return Outcome::Failed {
+                reason: format!("{reason}; and the old container could not be renamed back: {e}"),
+            };
         }
         match self.bring_back(engine).await {
             Ok(()) => {
                 warn!(container = %self.name, %reason, "Rolled back to the old container.");
-                let outcome = match new_id {
+                match new_id {
                     Some(_) => Outcome::RolledBack { reason, log_tail },
                     None => Outcome::Failed { reason },
-                };
-                ContainerUpdate { outcome, old_digest }
+                }
             }
             Err(e) => {
                 error!(container = %self.name, error = %e, "The old container did not come back after a failed update.");
-                failed(
-                    old_digest,
-                    format!("{reason}; and the old container did not restart: {e}"),
-                )
+                Outcome::Failed {
+                    reason: format!("{reason}; and the old container did not restart: {e}"),
+                }
             }
         }
     }
@@ -245,12 +294,92 @@ impl Parked {
             .set_restart_policy(&self.id, self.restart_policy.as_ref())
             .await
             .map_err(|e| format!("cannot restore the restart policy: {e}"))?;
-        if self.was_running {
+        if self.was_running
+            && !engine
+                .inspect_container(&self.id)
+                .await
+                .is_ok_and(|c| c.running())
+        {
             engine
                 .start(&self.id)
                 .await
-                .map_err(|e: EngineError| format!("cannot start the old container: {e}"))?;
+                .map_err(|e| format!("cannot start the old container: {e}"))?;
         }
         Ok(())
     }
+}
+
+/// Brings one target of an interrupted job to a safe state, from its
+/// journaled steps and what the engine shows now. Returns `None` when the
+/// target needs nothing (untouched, or finished before the crash).
+pub async fn recover(
+    engine: &Engine,
+    target: &str,
+    records: &[StepRecord],
+    log: &StepLog,
+) -> Option<Outcome> {
+    let mine: Vec<&StepRecord> = records.iter().filter(|r| r.target == target).collect();
+    if mine.iter().any(|r| r.step == steps::DONE) {
+        return None;
+    }
+    let parked: Parked = mine
+        .iter()
+        .find(|r| r.step == steps::PARKING)
+        .and_then(|r| r.detail.as_deref())
+        .and_then(|d| serde_json::from_str(d).ok())?;
+    let under_name = engine.container_id_by_name(&parked.name).await.ok().flatten();
+    let old_exists = engine.inspect_container(&parked.id).await.is_ok();
+    let outcome = if mine.iter().any(|r| r.step == steps::VERIFIED) {
+        // The new container had proven itself: finish by removing the old one.
+        if old_exists {
+            parked.remove(engine).await;
+        }
+        info!(container = %parked.name, "Recovered an interrupted update: finished it.");
+        Outcome::Updated
+    } else {
+        // Anything under the name that is not the old container is the unproven new one.
+        let new_id = under_name.filter(|id| *id != parked.id);
+        if !old_exists {
+            error!(container = %parked.name, "Recovering an interrupted update, but the old container is gone.");
+            return Some(Outcome::Failed {
+                reason: "hoist stopped during the update and the old container is gone".into(),
+            });
+        }
+        let reason = "hoist stopped during the update; rolled back".to_string();
+        if new_id.is_none() {
+            // Not created yet (or already removed): only the old one to put back.
+            let current_name = engine
+                .inspect_container(&parked.id)
+                .await
+                .map(|c| c.name().to_string())
+                .unwrap_or_default();
+            if current_name != parked.name {
+                if let Err(e) = engine.rename(&parked.id, &parked.name).await {
+                    error!(container = %parked.name, error = %e, "Cannot give the old container its name back.");
+                    return Some(Outcome::Failed {
+                        reason: format!("{reason}, but renaming failed: {e}"),
+                    });
+                }
+            }
+            match parked.bring_back(engine).await {
+                Ok(()) => Outcome::RolledBack {
+                    reason,
+                    log_tail: Vec::new(),
+                },
+                Err(e) => Outcome::Failed {
+                    reason: format!("{reason}, but {e}"),
+                },
+            }
+        } else {
+            parked.restore(engine, new_id.as_deref(), reason).await
+        }
+    };
+    if let Err(why) = log
+        .before(target, steps::DONE, Some(outcome.as_str().to_string()))
+        .await
+    {
+        warn!(container = target, %why, "Recovered, but the journal could not record it.");
+    }
+    warn!(container = target, outcome = %outcome, "Interrupted update repaired.");
+    Some(outcome)
 }

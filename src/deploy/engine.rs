@@ -417,8 +417,10 @@ fn subtract(values: Option<Vec<String>>, inherited: Option<&Vec<String>>) -> Opt
     })
 }
 
-/// A container's restart policy, kept opaque so it can be put back as it was.
-#[derive(Clone, Debug, PartialEq)]
+/// A container's restart policy, kept opaque so it can be put back as it was
+/// (and journaled, so it can be put back after a crash).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct RestartPolicyName(RestartPolicy);
 
 /// The body of a container to create, and the networks to connect before start.

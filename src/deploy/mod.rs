@@ -51,3 +51,46 @@ impl fmt::Display for Outcome {
         f.write_str(self.as_str())
     }
 }
+
+/// Records each step of an update in the journal before it is taken, so a
+/// crash at any point can be repaired at the next start.
+///
+/// It also holds the crash-test hook: with `HOIST_FAULT_PAUSE_AFTER=<step>`,
+/// hoist stops still right after that step (the tests then SIGKILL it). The
+/// hook does nothing unless that variable is set.
+#[derive(Clone)]
+pub struct StepLog {
+    journal: crate::job::Journal,
+    job: crate::job::JobId,
+    pause_after: Option<std::sync::Arc<str>>,
+}
+
+impl StepLog {
+    pub fn new(
+        journal: crate::job::Journal,
+        job: crate::job::JobId,
+        pause_after: Option<std::sync::Arc<str>>,
+    ) -> StepLog {
+        StepLog {
+            journal,
+            job,
+            pause_after,
+        }
+    }
+
+    /// Records `step` for `target`; the caller must not take the step if this fails.
+    pub async fn before(&self, target: &str, step: &str, detail: Option<String>) -> Result<(), String> {
+        self.journal
+            .step(self.job, target, step, detail)
+            .await
+            .map_err(|e| format!("cannot record step {step}: {e}"))
+    }
+
+    /// A step was taken: the fault-injection point.
+    pub async fn after(&self, step: &str) {
+        if self.pause_after.as_deref() == Some(step) {
+            tracing::warn!(job = %self.job, step, "Fault injection: paused after this step.");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! sequence number), the same delivery twice is a no-op (a bounded set of
 //! recent delivery ids), and a semaphore caps how many jobs run at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,18 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::{Job, JobId, Journal};
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
-use crate::deploy::Outcome;
+use crate::deploy::{Outcome, StepLog};
 use crate::event::{Aliases, ImageEvent, TagKey};
-use crate::history::{History, JobRecord};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
 use crate::target::{IndexSnapshot, Target};
 use crate::telemetry;
-
-/// How many recent delivery ids are remembered to drop redeliveries.
-const REMEMBERED_DELIVERIES: usize = 4096;
 
 /// What the runner needs besides its channels.
 #[derive(Clone, Debug)]
@@ -36,6 +33,8 @@ pub struct RunnerSettings {
     pub update: UpdateSettings,
     /// Jobs (pushes of different tags) that may run at once.
     pub max_parallel: usize,
+    /// Crash tests only: stop still after this step (`HOIST_FAULT_PAUSE_AFTER`).
+    pub pause_after: Option<Arc<str>>,
 }
 
 /// Called with every finished job's report (the notifiers' entry point).
@@ -49,7 +48,7 @@ pub struct Runner {
     settings: RunnerSettings,
     /// The index snapshot, republished by the watch task after every change.
     snapshot: watch::Receiver<Arc<IndexSnapshot>>,
-    history: History,
+    journal: Journal,
     on_finished: OnFinished,
     /// Caps running jobs; held for a job's whole run.
     permits: Arc<Semaphore>,
@@ -60,8 +59,6 @@ pub struct Runner {
     /// for the key lock sees a larger number and steps aside.
     newest: Arc<Mutex<HashMap<TagKey, u64>>>,
     sequence: Arc<AtomicU64>,
-    /// Recent delivery ids (set for lookup, queue for eviction order).
-    seen: Arc<Mutex<(HashSet<String>, VecDeque<String>)>>,
 }
 
 impl Runner {
@@ -70,7 +67,7 @@ impl Runner {
         aliases: Aliases,
         settings: RunnerSettings,
         snapshot: watch::Receiver<Arc<IndexSnapshot>>,
-        history: History,
+        journal: Journal,
         on_finished: OnFinished,
     ) -> Runner {
         let permits = Arc::new(Semaphore::new(settings.max_parallel));
@@ -79,63 +76,43 @@ impl Runner {
             aliases,
             settings,
             snapshot,
-            history,
+            journal,
             on_finished,
             permits,
             key_locks: Arc::default(),
             newest: Arc::default(),
             sequence: Arc::default(),
-            seen: Arc::default(),
         }
     }
 
-    /// Takes events until the channel closes or `cancel` fires; each job runs
-    /// on `tracker`, so shutdown can wait for running jobs.
-    pub async fn run(
-        self,
-        mut events: mpsc::Receiver<ImageEvent>,
-        tracker: TaskTracker,
-        cancel: CancellationToken,
-    ) {
+    /// Takes jobs until the channel closes; each runs on `tracker`, so
+    /// shutdown can wait for running jobs. Jobs still queued when the channel
+    /// closes stay unfinished in the journal and run at the next start.
+    pub async fn run(self, mut jobs: mpsc::Receiver<Job>, tracker: TaskTracker, cancel: CancellationToken) {
         loop {
-            let event = tokio::select! {
+            let job = tokio::select! {
                 _ = cancel.cancelled() => break,
-                event = events.recv() => match event { Some(e) => e, None => break },
+                job = jobs.recv() => match job { Some(job) => job, None => break },
             };
-            telemetry::queue_depth(events.len());
-            if self.is_redelivery(&event) {
-                info!(image = %event.reference, delivery = ?event.delivery_id, "Redelivered event ignored.");
-                continue;
-            }
-            let Some(key) = self.aliases.key(&event.reference) else {
+            telemetry::queue_depth(jobs.len());
+            let Some(key) = self.aliases.key(&job.event.reference) else {
                 continue;
             };
             let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
             lock(&self.newest).insert(key.clone(), sequence);
             let runner = self.clone();
-            tracker.spawn(async move { runner.run_job(event, key, sequence).await });
+            tracker.spawn(async move { runner.run_job(job, key, sequence).await });
         }
     }
 
-    fn is_redelivery(&self, event: &ImageEvent) -> bool {
-        let Some(id) = &event.delivery_id else {
-            return false;
-        };
-        let mut seen = lock(&self.seen);
-        let (set, order) = &mut *seen;
-        if !set.insert(id.clone()) {
-            return true;
+    async fn close(&self, job: JobId, state: &'static str, report: Option<serde_json::Value>) {
+        if let Err(e) = self.journal.finish(job, state, report).await {
+            warn!(job = %job, error = %e, "Cannot close the job in the journal; it will be looked at again at start-up.");
         }
-        order.push_back(id.clone());
-        if order.len() > REMEMBERED_DELIVERIES {
-            if let Some(oldest) = order.pop_front() {
-                set.remove(&oldest);
-            }
-        }
-        false
     }
 
-    async fn run_job(self, event: ImageEvent, key: TagKey, sequence: u64) {
+    async fn run_job(self, job: Job, key: TagKey, sequence: u64) {
+        let event = &job.event;
         let key_lock = lock(&self.key_locks).entry(key.clone()).or_default().clone();
         let _key_guard = key_lock.lock().await;
         if lock(&self.newest)
@@ -143,21 +120,32 @@ impl Runner {
             .is_some_and(|newest| *newest > sequence)
         {
             info!(image = %event.reference, digest = %event.digest.short(), "Superseded by a newer push; skipped.");
+            self.close(job.id, "superseded", None).await;
             return;
         }
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         let snapshot = self.snapshot.borrow().clone();
-        let targets = matching_targets(&event, &snapshot, &self.aliases);
+        let targets = matching_targets(event, &snapshot, &self.aliases);
         if targets.is_empty() {
             debug!(image = %event.reference, "No target runs this image.");
+            self.close(job.id, "no_target", None).await;
             return;
         }
         let started_at = Utc::now();
         let clock = Instant::now();
         info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
-        let (reports, new_image) = self.update_targets(&event, &targets).await;
+        let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause_after.clone());
+        let (mut reports, new_image) = self.update_targets(event, &targets, &log).await;
+        // A re-run after crash recovery finds recovered targets current; report what recovery did.
+        for report in &mut reports {
+            if report.outcome == Outcome::AlreadyCurrent {
+                if let Some((_, outcome)) = job.recovered.iter().find(|(name, _)| *name == report.name) {
+                    report.outcome = outcome.clone();
+                }
+            }
+        }
         let label = |key: &str| new_image.as_ref().and_then(|image| image.label(key));
         let notification = Notification {
             image: event.reference.clone(),
@@ -181,10 +169,9 @@ impl Runner {
             took_ms = notification.duration.as_millis() as u64,
             "Update finished."
         );
-        self.history.record(JobRecord {
-            id: sequence,
-            notification: notification.clone(),
-        });
+        let mut report = serde_json::to_value(&notification).unwrap_or_default();
+        report["job"] = serde_json::json!(job.id);
+        self.close(job.id, "done", Some(report)).await;
         (self.on_finished)(&notification);
     }
 
@@ -193,6 +180,7 @@ impl Runner {
         &self,
         event: &ImageEvent,
         targets: &[Target],
+        log: &StepLog,
     ) -> (Vec<TargetReport>, Option<ImageDetails>) {
         let report = |target: &Target, outcome: Outcome, old_digest| TargetReport {
             name: target.name.clone(),
@@ -220,6 +208,7 @@ impl Runner {
             pulled.insert(repository, result);
         }
         let new_image = pulled.values().find_map(|r| r.as_ref().ok().cloned());
+        log.after("pulled").await;
         let updates = futures_util::stream::iter(targets.iter().cloned())
             .map(|target| {
                 let pulled = &pulled;
@@ -232,7 +221,7 @@ impl Runner {
                     match pulled.get(&repository) {
                         Some(Ok(image)) => {
                             let settings = self.settings_for(&target);
-                            let done = container::update(&self.engine, &target.name, image, &repository, &settings).await;
+                            let done = container::update(&self.engine, &target.name, image, &repository, &settings, log).await;
                             report(&target, done.outcome, done.old_digest)
                         }
                         Some(Err(e)) => report(&target, Outcome::Failed { reason: e.clone() }, None),

@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -25,8 +25,12 @@ use super::{distribution, harbor, ParseError, RegistryEvent};
 
 /// A source's pure parser.
 type Parser = fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>;
-use crate::event::{ImageEvent, SourceKind};
+use crate::event::{Aliases, ImageEvent, SourceKind};
+use crate::job::journal::Acceptance;
+use crate::job::{Job, Journal};
+use crate::matcher::matching_targets;
 use crate::secret::Secret;
+use crate::target::IndexSnapshot;
 use crate::telemetry;
 
 /// What the route needs. Cheap to clone.
@@ -35,7 +39,12 @@ pub struct IntakeState {
     /// `None` only when unauthenticated webhooks were explicitly allowed.
     pub token: Option<Arc<Secret<String>>>,
     /// The bounded queue to the runner. A full queue answers 503.
-    pub events: mpsc::Sender<ImageEvent>,
+    pub jobs: mpsc::Sender<Job>,
+    /// Where a push is recorded before it is acknowledged.
+    pub journal: Journal,
+    /// The target index, to skip journaling pushes that no target runs.
+    pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
+    pub aliases: Aliases,
     /// Cancelled when shutdown starts: from then on the route answers 503.
     pub stopping: CancellationToken,
     pub max_body_bytes: usize,
@@ -56,6 +65,7 @@ enum IntakeError {
     Malformed(ParseError),
     QueueFull,
     Stopping,
+    Journal,
 }
 
 impl IntoResponse for IntakeError {
@@ -82,6 +92,10 @@ impl IntoResponse for IntakeError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting down; send again later".to_string(),
             ),
+            IntakeError::Journal => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the event; send again later".to_string(),
+            ),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
         let headers = response.headers_mut();
@@ -92,7 +106,7 @@ impl IntoResponse for IntakeError {
                     header::HeaderValue::from_static("Bearer"),
                 );
             }
-            IntakeError::QueueFull | IntakeError::Stopping => {
+            IntakeError::QueueFull | IntakeError::Stopping | IntakeError::Journal => {
                 headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             }
             _ => {}
@@ -104,8 +118,12 @@ impl IntoResponse for IntakeError {
 /// What a successful answer lists.
 #[derive(Serialize)]
 struct Receipt {
-    /// The updates queued (full references with digest).
+    /// The updates understood (full references with digest), whether or not a target runs them.
     accepted: Vec<String>,
+    /// How many of them were queued for a target (the rest run nowhere here).
+    queued: usize,
+    /// How many were deliveries seen before (a sender's retry), not queued again.
+    duplicates: usize,
     /// Understood events that are not updates, and why.
     ignored: Vec<IgnoredEntry>,
 }
@@ -172,9 +190,19 @@ async fn receive(
             }
         }
     }
-    // Room for every update of the request, or none: a partly queued request
-    // would be acknowledged as a whole by the registry's retry.
-    let permits = match state.events.try_reserve_many(updates.len()) {
+    let accepted: Vec<String> = updates
+        .iter()
+        .map(|u| u.reference.with_digest(u.digest.clone()).to_string())
+        .collect();
+    // Only pushes that some target runs become jobs; the rest are understood
+    // and acknowledged, with nothing to record (this keeps intake fast).
+    let snapshot = state.snapshot.borrow().clone();
+    let wanted: Vec<ImageEvent> = updates
+        .into_iter()
+        .filter(|u| !matching_targets(u, &snapshot, &state.aliases).is_empty())
+        .collect();
+    // Room for every job of the request, or none: the sender retries the whole request.
+    let permits = match state.jobs.try_reserve_many(wanted.len()) {
         Ok(permits) => permits,
         Err(mpsc::error::TrySendError::Full(())) => {
             telemetry::event_received(source_name, "queue_full");
@@ -184,13 +212,28 @@ async fn receive(
         }
         Err(mpsc::error::TrySendError::Closed(())) => return Err(IntakeError::Stopping),
     };
-    let accepted: Vec<String> = updates
-        .iter()
-        .map(|u| u.reference.with_digest(u.digest.clone()).to_string())
-        .collect();
-    for (permit, update) in permits.zip(updates) {
-        info!(source = source_name, image = %update.reference, digest = %update.digest.short(), "Push received.");
-        permit.send(update);
+    let (mut queued, mut duplicates) = (0, 0);
+    for (permit, event) in permits.zip(wanted) {
+        // Durable before acknowledged: a crash after this line loses nothing.
+        match state.journal.accept(&event).await {
+            Ok(Acceptance::New(id)) => {
+                info!(source = source_name, image = %event.reference, digest = %event.digest.short(), job = %id, "Push received.");
+                permit.send(Job {
+                    id,
+                    event,
+                    recovered: Vec::new(),
+                });
+                queued += 1;
+            }
+            Ok(Acceptance::Duplicate(id)) => {
+                info!(source = source_name, image = %event.reference, job = %id, "Redelivered push ignored.");
+                duplicates += 1;
+            }
+            Err(e) => {
+                warn!(source = source_name, error = %e, "Webhook refused: the journal cannot record it.");
+                return Err(IntakeError::Journal);
+            }
+        }
     }
     for _ in &accepted {
         telemetry::event_received(source_name, "update");
@@ -203,7 +246,16 @@ async fn receive(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(Receipt { accepted, ignored })).into_response())
+    Ok((
+        status,
+        Json(Receipt {
+            accepted,
+            queued,
+            duplicates,
+            ignored,
+        }),
+    )
+        .into_response())
 }
 
 fn authorized(state: &IntakeState, headers: &HeaderMap) -> bool {

@@ -263,6 +263,8 @@ pub fn push(tag: &str) -> String {
 /// hoist running in this process, on 127.0.0.1 with a random port.
 pub struct Hoist {
     pub addr: SocketAddr,
+    /// The state directory (journal); removed on drop.
+    pub state: tempfile::TempDir,
     pub app: Option<hoist::RunningApp>,
     pub http: reqwest::Client,
 }
@@ -276,11 +278,12 @@ impl Hoist {
             ("HOIST_HEALTH_GRACE", "1s"),
             ("HOIST_HEALTH_DEADLINE", "20s"),
             ("HOIST_STOP_TIMEOUT", "3s"),
-            ("HOIST_STATE_DIR", "/tmp"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let state = tempfile::tempdir().unwrap();
+        vars.insert("HOIST_STATE_DIR".into(), state.path().display().to_string());
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
@@ -290,6 +293,7 @@ impl Hoist {
             .expect("hoist starts (is the docker engine running?)");
         Hoist {
             addr: app.local_addr,
+            state,
             app: Some(app),
             http: reqwest::Client::new(),
         }

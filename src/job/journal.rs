@@ -1,0 +1,393 @@
+//! The job journal: a durable record of every accepted push and every step
+//! that changes the engine, in SQLite under `HOIST_STATE_DIR`.
+//!
+//! - A push is acknowledged (202) only after [`Journal::accept`] has stored it.
+//! - Each step of an update is recorded *before* it is taken, so after a
+//!   crash [`Journal::unfinished`] tells start-up what may be half done.
+//! - A finished job's report is stored with it, which is what `/v1/history`
+//!   serves, across restarts.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit survives the
+//! process being killed at any point (the write is in the OS before `accept`
+//! returns); only a power loss may take the last commits. The connection sits
+//! behind a std mutex, held for one short statement or transaction and never
+//! across an `.await`; callers from async code go through `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
+
+/// The journal's id for an accepted push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    #[error("cannot open the journal at {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("journal write failed: {0}")]
+    Write(#[from] rusqlite::Error),
+    #[error("journal task failed: {0}")]
+    Task(String),
+}
+
+/// What [`Journal::accept`] did with a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Stored as a new job.
+    New(JobId),
+    /// The same delivery (same sender event id) was accepted before.
+    Duplicate(JobId),
+}
+
+/// One recorded step of one target's update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRecord {
+    pub target: String,
+    pub step: String,
+    /// JSON detail (the old container's id, policy, ...), step-specific.
+    pub detail: Option<String>,
+}
+
+/// A job that had not finished when hoist stopped.
+#[derive(Clone, Debug)]
+pub struct Unfinished {
+    pub id: JobId,
+    pub event: ImageEvent,
+    pub steps: Vec<StepRecord>,
+}
+
+/// A finished job as `/v1/history` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryEntry {
+    pub id: JobId,
+    /// `done`, `superseded` or `no_target`.
+    pub state: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The job's report (the same as the notification), when it ran.
+    #[serde(flatten)]
+    pub report: Option<serde_json::Value>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT UNIQUE,
+    reference   TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    actor       TEXT,
+    received_at TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    finished_at TEXT,
+    report      TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE state IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS steps (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    target TEXT NOT NULL,
+    step   TEXT NOT NULL,
+    detail TEXT,
+    at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_job ON steps(job_id);
+";
+
+/// How many finished jobs `/v1/history` returns.
+const HISTORY_LIMIT: i64 = 500;
+
+/// The journal. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl Journal {
+    /// Opens (or creates) `<state_dir>/hoist.db`.
+    pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("hoist.db");
+        let open = || -> rusqlite::Result<Connection> {
+            let connection = Connection::open(&path)?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            connection.execute_batch(SCHEMA)?;
+            Ok(connection)
+        };
+        let connection = open().map_err(|source| JournalError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Journal {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the connection off the async threads.
+    async fn with<T, F>(&self, work: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            work(&mut connection).map_err(JournalError::from)
+        })
+        .await
+        .map_err(|e| JournalError::Task(e.to_string()))?
+    }
+
+    /// Stores a push before it is acknowledged; a redelivery is recognised by its id.
+    pub async fn accept(&self, event: &ImageEvent) -> Result<Acceptance, JournalError> {
+        let event = event.clone();
+        self.with(move |db| {
+            if let Some(delivery) = &event.delivery_id {
+                let known: Option<i64> = db
+                    .query_row("SELECT id FROM jobs WHERE delivery_id = ?1", [delivery], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(id) = known {
+                    return Ok(Acceptance::Duplicate(JobId(id)));
+                }
+            }
+            db.execute(
+                "INSERT INTO jobs (delivery_id, reference, digest, source, actor, received_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
+                params![
+                    event.delivery_id,
+                    event.reference.to_string(),
+                    event.digest.as_str(),
+                    event.source.as_str(),
+                    event.actor,
+                    event.received_at.to_rfc3339(),
+                ],
+            )?;
+            Ok(Acceptance::New(JobId(db.last_insert_rowid())))
+        })
+        .await
+    }
+
+    /// Records a step for a target, before it is taken.
+    pub async fn step(
+        &self,
+        job: JobId,
+        target: &str,
+        step: &str,
+        detail: Option<String>,
+    ) -> Result<(), JournalError> {
+        let (target, step) = (target.to_string(), step.to_string());
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state = 'queued'",
+                [job.0],
+            )?;
+            tx.execute(
+                "INSERT INTO steps (job_id, target, step, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job.0, target, step, detail, Utc::now().to_rfc3339()],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Closes a job: `state` is `done`, `superseded` or `no_target`.
+    pub async fn finish(
+        &self,
+        job: JobId,
+        state: &'static str,
+        report: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        let report = report.map(|r| r.to_string());
+        self.with(move |db| {
+            db.execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, report = ?4 WHERE id = ?1",
+                params![job.0, state, Utc::now().to_rfc3339(), report],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Jobs accepted but not finished, oldest first, with their steps.
+    pub async fn unfinished(&self) -> Result<Vec<Unfinished>, JournalError> {
+        self.with(|db| {
+            let mut jobs = Vec::new();
+            let mut query = db.prepare(
+                "SELECT id, delivery_id, reference, digest, source, actor, received_at
+                 FROM jobs WHERE state IN ('queued', 'running') ORDER BY id",
+            )?;
+            let rows = query.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, delivery_id, reference, digest, source, actor, received_at) = row?;
+                // A row this version cannot read is skipped, not fatal: it was written by us.
+                let (Ok(reference), Ok(digest)) = (ImageRef::parse(&reference), Digest::parse(&digest))
+                else {
+                    continue;
+                };
+                let source = match source.as_str() {
+                    "harbor" => SourceKind::Harbor,
+                    "poll" => SourceKind::Poll,
+                    _ => SourceKind::Distribution,
+                };
+                let received_at = DateTime::parse_from_rfc3339(&received_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|_| Utc::now());
+                let event = ImageEvent {
+                    reference,
+                    digest,
+                    source,
+                    delivery_id,
+                    actor,
+                    received_at,
+                };
+                jobs.push(Unfinished {
+                    id: JobId(id),
+                    event,
+                    steps: Vec::new(),
+                });
+            }
+            let mut steps =
+                db.prepare("SELECT target, step, detail FROM steps WHERE job_id = ?1 ORDER BY rowid")?;
+            for job in &mut jobs {
+                job.steps = steps
+                    .query_map([job.id.0], |r| {
+                        Ok(StepRecord {
+                            target: r.get(0)?,
+                            step: r.get(1)?,
+                            detail: r.get(2)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    /// The most recent finished jobs, newest first.
+    pub async fn history(&self) -> Result<Vec<HistoryEntry>, JournalError> {
+        self.with(|db| {
+            let mut query = db.prepare(
+                "SELECT id, state, finished_at, report FROM jobs
+                 WHERE state NOT IN ('queued', 'running') AND report IS NOT NULL
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = query.query_map([HISTORY_LIMIT], |r| {
+                let finished_at: Option<String> = r.get(2)?;
+                let report: Option<String> = r.get(3)?;
+                Ok(HistoryEntry {
+                    id: JobId(r.get(0)?),
+                    state: r.get(1)?,
+                    finished_at: finished_at
+                        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                    report: report.and_then(|r| serde_json::from_str(&r).ok()),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(delivery: Option<&str>) -> ImageEvent {
+        ImageEvent {
+            reference: ImageRef::parse("127.0.0.1:5000/team/app:1.4").unwrap(),
+            digest: Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+            source: SourceKind::Distribution,
+            delivery_id: delivery.map(str::to_string),
+            actor: Some("ci".into()),
+            received_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accepted_jobs_survive_a_reopen_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let Acceptance::New(first) = journal.accept(&event(Some("e-1"))).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            journal.accept(&event(Some("e-1"))).await.unwrap(),
+            Acceptance::Duplicate(first)
+        );
+        let Acceptance::New(second) = journal.accept(&event(None)).await.unwrap() else {
+            panic!()
+        };
+        journal
+            .step(first, "web", "parking", Some("{\"old\":\"x\"}".into()))
+            .await
+            .unwrap();
+        drop(journal);
+
+        let journal = Journal::open(dir.path()).unwrap();
+        let open = journal.unfinished().await.unwrap();
+        assert_eq!(open.iter().map(|j| j.id).collect::<Vec<_>>(), vec![first, second]);
+        assert_eq!(
+            open[0].event,
+            event(Some("e-1")).clone_with_time(open[0].event.received_at)
+        );
+        assert_eq!(
+            open[0].steps,
+            vec![StepRecord {
+                target: "web".into(),
+                step: "parking".into(),
+                detail: Some("{\"old\":\"x\"}".into())
+            }]
+        );
+        journal
+            .finish(first, "done", Some(serde_json::json!({"image": "x"})))
+            .await
+            .unwrap();
+        journal.finish(second, "superseded", None).await.unwrap();
+        assert!(journal.unfinished().await.unwrap().is_empty());
+        let history = journal.history().await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].id, first);
+        assert_eq!(history[0].report, Some(serde_json::json!({"image": "x"})));
+    }
+
+    impl ImageEvent {
+        fn clone_with_time(mut self, at: DateTime<Utc>) -> ImageEvent {
+            self.received_at = at;
+            self
+        }
+    }
+}
