@@ -9,6 +9,8 @@ mod harness;
 mod container;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
+mod recovery;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.

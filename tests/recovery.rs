@@ -1,0 +1,260 @@
+//! Crash injection: hoist runs as a child process, is SIGKILLed at each step
+//! of an update, and is started again on the same state directory. Each time
+//! the end state must be one running container under the name, no leftover,
+//! the journal closed, and the push acted on.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{
+    build_and_push, docker, docker_quiet, free_port, inspect, unique, Behaviour, Cleanup, Registry, TOKEN,
+};
+
+/// hoist as a child process, its output collected line by line.
+struct HoistProcess {
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl HoistProcess {
+    fn start(port: u16, state: &Path, pause_after: Option<&str>) -> HoistProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+        command
+            .arg("run")
+            .env("HOIST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HOIST_WEBHOOK_TOKEN", TOKEN)
+            .env("HOIST_STATE_DIR", state)
+            .env("HOIST_HEALTH_GRACE", "1s")
+            .env("HOIST_HEALTH_DEADLINE", "20s")
+            .env("HOIST_STOP_TIMEOUT", "3s")
+            .env("RUST_LOG", "hoist=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(step) = pause_after {
+            command.env("HOIST_FAULT_PAUSE_AFTER", step);
+        }
+        let mut child = command.spawn().expect("the hoist binary runs");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        HoistProcess { child, output }
+    }
+
+    fn log(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    fn wait_for_line(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.output.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for HoistProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(port: u16, path: &str) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+async fn wait_for_target(port: u16, name: &str, child: &HoistProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(targets) = get(port, "/v1/targets").await {
+            if targets["targets"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["name"] == name))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became a target; log:\n{}",
+            child.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_job(port: u16, digest: &str, child: &HoistProcess) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(history) = get(port, "/v1/history").await {
+            if let Some(job) = history["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["new_digest"] == digest))
+            {
+                return job.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished job for {digest}; log:\n{}",
+            child.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn open_jobs(state: &Path) -> i64 {
+    let db = rusqlite::Connection::open(state.join("hoist.db")).unwrap();
+    db.query_row(
+        "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Kills hoist right after `step` of an update, restarts it, and checks the end state.
+async fn killed_after(step: &str) {
+    crate::harness::init_logs();
+    let port = free_port();
+    let registry = Registry::start(&format!("http://127.0.0.1:{port}/v1/hooks/distribution"));
+    let mut clean = Cleanup::default();
+    let tag = format!("{}:1", registry.repo(&unique("crash")));
+    clean.image(&tag);
+    build_and_push(&tag, "v1", Behaviour::Serve);
+    let (name, network, volume) = (unique("victim"), unique("net"), unique("vol"));
+    clean.container(&name);
+    clean.network(&network);
+    clean.volume(&volume);
+    docker(&["network", "create", &network]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "hoist.enable=true",
+        "--restart",
+        "unless-stopped",
+        "--network",
+        &network,
+        "--network-alias",
+        "svc",
+        "-v",
+        &format!("{volume}:/named"),
+        &tag,
+    ]);
+    let state = tempfile::tempdir().unwrap();
+
+    let first = HoistProcess::start(port, state.path(), Some(step));
+    wait_for_target(port, &name, &first).await;
+    let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
+    first.wait_for_line(
+        "Fault injection: paused after this step.",
+        Duration::from_secs(60),
+    );
+    first.kill();
+    assert!(
+        open_jobs(state.path()) >= 1,
+        "the interrupted job is open in the journal"
+    );
+
+    let second = HoistProcess::start(port, state.path(), None);
+    let job = wait_for_job(port, &new_digest, &second).await;
+    let outcome = job["targets"][0]["outcome"]["result"].clone();
+    assert_eq!(
+        outcome,
+        "updated",
+        "after a crash at {step}: {job}\nlog:\n{}",
+        second.log()
+    );
+    assert_eq!(open_jobs(state.path()), 0, "the journal is closed");
+    if step != "pulled" {
+        // The engine had been changed: recovery repaired it before the job ran again.
+        assert!(
+            second.log().contains("Interrupted update repaired."),
+            "no repair after {step}:\n{}",
+            second.log()
+        );
+    }
+
+    let after = inspect(&name);
+    assert_eq!(after["State"]["Running"], true);
+    assert_eq!(
+        after["Config"]["Labels"]["org.opencontainers.image.version"],
+        "v2"
+    );
+    assert_eq!(after["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    let aliases = after["NetworkSettings"]["Networks"][&network]["Aliases"].to_string();
+    assert!(aliases.contains("\"svc\""), "network alias kept: {aliases}");
+    assert!(
+        !docker_quiet(&["inspect", &format!("{name}-hoist-old")]),
+        "no parked container left after {step}"
+    );
+    let same_name = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=^/{name}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(same_name, name, "exactly one container under the name");
+    drop(second);
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_pull() {
+    killed_after("pulled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_rename() {
+    killed_after("parked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_create() {
+    killed_after("created").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_start() {
+    killed_after("started").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_health_wait() {
+    killed_after("verifying").await;
+}
