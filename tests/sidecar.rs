@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    build_and_push, docker, free_port, image_id, inspect, unique, Behaviour, Cleanup, Registry, TOKEN,
+    build_and_push, build_image, docker, free_port, image_id, inspect, push, unique, Behaviour, Cleanup,
+    Registry, TOKEN,
 };
 
 fn compose(project: &str, env: &[(&str, &str)], args: &[&str]) -> String {
@@ -67,7 +68,9 @@ async fn the_compose_sidecar_updates_the_compose_app() {
     let registry = Registry::start(&format!("http://127.0.0.1:{port}/v1/hooks/distribution"));
     let tag = format!("{}:1.4", registry.repo(&unique("composed")));
     clean.image(&tag);
-    build_and_push(&tag, "v1", Behaviour::Serve);
+    // Built now, pushed once the sidecar listens: a notification sent before
+    // would be retried by the registry, and could arrive late.
+    build_image(&tag, "v1", Behaviour::Serve);
 
     let project = Project {
         name: unique("proj").replace('-', ""),
@@ -110,6 +113,8 @@ async fn the_compose_sidecar_updates_the_compose_app() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    let v1 = push(&tag);
+    wait_for_history(&http, port, &v1, &hoist_container).await;
     build_and_push(&tag, "v2", Behaviour::Serve);
     let deadline = Instant::now() + Duration::from_secs(60);
     let app_after = loop {
@@ -157,4 +162,30 @@ async fn the_compose_sidecar_updates_the_compose_app() {
     );
     drop(project);
     drop(registry);
+}
+
+/// Waits until the sidecar has finished a job for `digest`.
+async fn wait_for_history(http: &reqwest::Client, port: u16, digest: &str, hoist_container: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http
+            .get(format!("http://127.0.0.1:{port}/v1/history"))
+            .send()
+            .await
+        {
+            let history: serde_json::Value = response.json().await.unwrap_or_default();
+            if history["jobs"]
+                .as_array()
+                .is_some_and(|jobs| jobs.iter().any(|j| j["new_digest"] == digest))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job for {digest}; logs: {}",
+            docker(&["logs", hoist_container])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
