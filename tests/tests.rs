@@ -5,6 +5,8 @@
 /// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
+mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
