@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             },
             max_parallel: config.max_parallel,
             pause_after,
+            remove_old_images: config.remove_old_images,
         },
         snapshot_rx.clone(),
         journal.clone(),
@@ -241,16 +242,23 @@ async fn recover(
         targets.sort();
         targets.dedup();
         let mut recovered = Vec::new();
+        let mut all_safe = true;
         for target in targets {
-            if let Some(outcome) = container::recover(engine, target, &job.steps, &log).await {
+            if let Some((outcome, safe)) = container::recover(engine, target, &job.steps, &log).await {
+                all_safe &= safe;
                 recovered.push((target.to_string(), outcome));
             }
         }
-        jobs.push(Job {
-            id: job.id,
-            event: job.event,
-            recovered,
-        });
+        if all_safe {
+            jobs.push(Job {
+                id: job.id,
+                event: job.event,
+                recovered,
+            });
+        } else {
+            // Left open: the next start tries again. Running the job now could make it worse.
+            warn!(job = %job.id, "An interrupted job could not be repaired; it stays open for the next start.");
+        }
     }
     Ok(jobs)
 }

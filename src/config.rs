@@ -216,6 +216,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub notify: NotifyConfig,
     pub log_format: LogFormat,
+    /// `HOIST_REMOVE_OLD_IMAGES`: after a successful update, remove the image
+    /// the container ran before if nothing else uses it.
+    pub remove_old_images: bool,
     /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
     pub fault_pause_after: Option<String>,
 }
@@ -236,6 +239,7 @@ pub mod keys {
     pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
     pub const FAULT_PAUSE_AFTER: &str = "HOIST_FAULT_PAUSE_AFTER";
+    pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
 }
 
 impl Config {
@@ -287,6 +291,7 @@ impl Config {
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
         let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
+        let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -304,6 +309,7 @@ impl Config {
             notify,
             log_format,
             fault_pause_after,
+            remove_old_images,
         })
     }
 }

@@ -23,6 +23,7 @@ Configuration (environment variables):
   HOIST_QUEUE_CAPACITY     pushes waiting; past it webhooks get 503 [default: 1024]
   HOIST_MAX_BODY_BYTES     largest webhook body accepted [default: 1048576]
   HOIST_SHUTDOWN_GRACE     on SIGTERM, how long running updates get to finish [default: 60s]
+  HOIST_REMOVE_OLD_IMAGES  true to remove an updated container's old image when unused [default: false]
   HOIST_LOG_FORMAT         text or json [default: text]; RUST_LOG sets the level
   HOIST_SLACK_WEBHOOK_URL, HOIST_TEAMS_WEBHOOK_URL, HOIST_SMTP_URL, HOIST_EMAIL_FROM, HOIST_EMAIL_TO
                            notification channels (see the README)

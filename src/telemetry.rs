@@ -14,6 +14,7 @@ use crate::deploy::Outcome;
 pub const EVENTS_RECEIVED: &str = "hoist_events_received_total";
 pub const JOBS: &str = "hoist_jobs_total";
 pub const PUSH_TO_RUNNING: &str = "hoist_push_to_running_seconds";
+pub const PUSH_TO_HEALTHY: &str = "hoist_push_to_healthy_seconds";
 pub const JOB_DURATION: &str = "hoist_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
 pub const QUEUE_FULL: &str = "hoist_queue_full_total";
@@ -64,11 +65,20 @@ pub fn queue_depth(depth: usize) {
 }
 
 /// A target's update ended.
-pub fn job_outcome(outcome: &Outcome, received_at: DateTime<Utc>, took: Duration) {
+pub fn job_outcome(outcome: &Outcome, took: Duration) {
     metrics::counter!(JOBS, "outcome" => outcome.as_str()).increment(1);
     metrics::histogram!(JOB_DURATION).record(took.as_secs_f64());
-    if *outcome == Outcome::Updated {
-        let since_push = (Utc::now() - received_at).to_std().unwrap_or_default();
-        metrics::histogram!(PUSH_TO_RUNNING).record(since_push.as_secs_f64());
+}
+
+/// A new container started (`started`) or passed its health gate (`verified`).
+pub fn step_reached(step: &str, received_at: DateTime<Utc>) {
+    let since_push = (Utc::now() - received_at)
+        .to_std()
+        .unwrap_or_default()
+        .as_secs_f64();
+    match step {
+        "started" => metrics::histogram!(PUSH_TO_RUNNING).record(since_push),
+        "verified" => metrics::histogram!(PUSH_TO_HEALTHY).record(since_push),
+        _ => {}
     }
 }

@@ -602,3 +602,35 @@ async fn one_message_per_push_on_every_channel_and_a_hanging_channel_delays_noth
     hoist.stop().await;
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_images_are_removed_only_when_asked_and_unused() {
+    let (hoist, registry, tag) = setup(&[("HOIST_REMOVE_OLD_IMAGES", "true")]).await;
+    let mut clean = Cleanup::default();
+    clean.image(&tag);
+    build_and_push(&tag, "v1", Behaviour::Serve);
+    let v1 = image_id(&tag);
+    let name = unique("tidy");
+    clean.container(&name);
+    docker(&["run", "-d", "--name", &name, "--label", "hoist.enable=true", &tag]);
+    hoist.wait_for_target(&name).await;
+
+    // A rollback keeps the old image: it is what runs.
+    let bad = build_and_push(&tag, "v2-crash", Behaviour::Crash);
+    let job = hoist.wait_for_job(&tag, &bad, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &name)["result"], "rolled_back");
+    assert!(
+        docker_quiet(&["image", "inspect", &v1]),
+        "the running image is kept"
+    );
+
+    let good = build_and_push(&tag, "v3", Behaviour::Serve);
+    let job = hoist.wait_for_job(&tag, &good, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &name)["result"], "updated");
+    assert!(
+        !docker_quiet(&["image", "inspect", &v1]),
+        "the old image is gone once unused"
+    );
+    hoist.stop().await;
+    drop(registry);
+}

@@ -57,6 +57,11 @@ pub struct ContainerUpdate {
     pub outcome: Outcome,
     /// The digest of the image the container ran before, in the pushed repository.
     pub old_digest: Option<Digest>,
+    /// The ID of the image the container ran before (for optional clean-up).
+    pub old_image_id: Option<String>,
+    /// A rollback could not complete (engine gone mid-way): the target is not
+    /// in a safe state yet, and [`recover`] must be run again until it is.
+    pub needs_repair: bool,
 }
 
 /// Updates the container called `name` to `new_image` (already pulled and tagged).
@@ -82,6 +87,8 @@ pub async fn update(
         return ContainerUpdate {
             outcome: Outcome::AlreadyCurrent,
             old_digest,
+            old_image_id: None,
+            needs_repair: false,
         };
     }
     let old_image = match old_image {
@@ -148,15 +155,16 @@ pub async fn update(
     }
     .await;
 
-    let outcome = match result {
+    let (outcome, safe) = match result {
         Ok(()) => {
             // Once "verified" is journaled, recovery finishes forward.
             if let Err(why) = log.before(name, steps::VERIFIED, None).await {
                 warn!(container = name, %why, "Updated, but the journal could not record it.");
             }
+            log.after(steps::VERIFIED).await;
             parked.remove(engine).await;
             info!(container = name, "Container updated.");
-            Outcome::Updated
+            (Outcome::Updated, true)
         }
         Err((new_id, reason)) => {
             if let Err(why) = log.before(name, steps::ROLLING_BACK, Some(reason.clone())).await {
@@ -166,19 +174,30 @@ pub async fn update(
             parked.restore(engine, new_id.as_deref(), reason).await
         }
     };
-    if let Err(why) = log
-        .before(name, steps::DONE, Some(outcome.as_str().to_string()))
-        .await
-    {
-        warn!(container = name, %why, "Finished, but the journal could not record it.");
+    // An unsafe end stays open in the journal, so the repair can find it.
+    if safe {
+        if let Err(why) = log
+            .before(name, steps::DONE, Some(outcome.as_str().to_string()))
+            .await
+        {
+            warn!(container = name, %why, "Finished, but the journal could not record it.");
+        }
     }
-    ContainerUpdate { outcome, old_digest }
+    let old_image_id = Some(old.image_id().to_string());
+    ContainerUpdate {
+        outcome,
+        old_digest,
+        old_image_id,
+        needs_repair: !safe,
+    }
 }
 
 fn failed(old_digest: Option<Digest>, reason: String) -> ContainerUpdate {
     ContainerUpdate {
         outcome: Outcome::Failed { reason },
         old_digest,
+        old_image_id: None,
+        needs_repair: false,
     }
 }
 
@@ -254,36 +273,47 @@ impl Parked {
     }
 
     /// The new container failed (or never came): remove it and bring the old one back.
-    async fn restore(&self, engine: &Engine, new_id: Option<&str>, reason: String) -> Outcome {
+    /// Returns the outcome and whether the target is safe (old container back).
+    async fn restore(&self, engine: &Engine, new_id: Option<&str>, reason: String) -> (Outcome, bool) {
         let mut log_tail = Vec::new();
         if let Some(new_id) = new_id {
             log_tail = engine.log_tail(new_id, LOG_TAIL_LINES).await;
             if let Err(e) = engine.remove(new_id).await {
                 error!(container = %self.name, error = %e, "Cannot remove the failed new container; the old one stays parked.");
-                return Outcome::Failed {
-                    reason: format!("{reason}; and the failed container could not be removed: {e}"),
-                };
+                return (
+                    Outcome::Failed {
+                        reason: format!("{reason}; and the failed container could not be removed: {e}"),
+                    },
+                    false,
+                );
             }
         }
         if let Err(e) = engine.rename(&self.id, &self.name).await {
             error!(container = %self.name, error = %e, "Cannot give the old container its name back.");
-            return Outcome::Failed {
-                reason: format!("{reason}; and the old container could not be renamed back: {e}"),
-            };
+            return (
+                Outcome::Failed {
+                    reason: format!("{reason}; and the old container could not be renamed back: {e}"),
+                },
+                false,
+            );
         }
         match self.bring_back(engine).await {
             Ok(()) => {
                 warn!(container = %self.name, %reason, "Rolled back to the old container.");
-                match new_id {
+                let outcome = match new_id {
                     Some(_) => Outcome::RolledBack { reason, log_tail },
                     None => Outcome::Failed { reason },
-                }
+                };
+                (outcome, true)
             }
             Err(e) => {
                 error!(container = %self.name, error = %e, "The old container did not come back after a failed update.");
-                Outcome::Failed {
-                    reason: format!("{reason}; and the old container did not restart: {e}"),
-                }
+                (
+                    Outcome::Failed {
+                        reason: format!("{reason}; and the old container did not restart: {e}"),
+                    },
+                    false,
+                )
             }
         }
     }
@@ -311,13 +341,15 @@ impl Parked {
 
 /// Brings one target of an interrupted job to a safe state, from its
 /// journaled steps and what the engine shows now. Returns `None` when the
-/// target needs nothing (untouched, or finished before the crash).
+/// target needs nothing (untouched, or finished before the crash); otherwise
+/// the outcome and whether the target is now safe (when not, for example with
+/// the engine unreachable, it stays open in the journal to be tried again).
 pub async fn recover(
     engine: &Engine,
     target: &str,
     records: &[StepRecord],
     log: &StepLog,
-) -> Option<Outcome> {
+) -> Option<(Outcome, bool)> {
     let mine: Vec<&StepRecord> = records.iter().filter(|r| r.target == target).collect();
     if mine.iter().any(|r| r.step == steps::DONE) {
         return None;
@@ -327,59 +359,71 @@ pub async fn recover(
         .find(|r| r.step == steps::PARKING)
         .and_then(|r| r.detail.as_deref())
         .and_then(|d| serde_json::from_str(d).ok())?;
-    let under_name = engine.container_id_by_name(&parked.name).await.ok().flatten();
-    let old_exists = engine.inspect_container(&parked.id).await.is_ok();
-    let outcome = if mine.iter().any(|r| r.step == steps::VERIFIED) {
+    let (outcome, safe) = match repair(engine, &parked, mine.iter().any(|r| r.step == steps::VERIFIED)).await
+    {
+        Ok(outcome) => (outcome, true),
+        Err(why) => (Outcome::Failed { reason: why }, false),
+    };
+    if safe {
+        if let Err(why) = log
+            .before(target, steps::DONE, Some(outcome.as_str().to_string()))
+            .await
+        {
+            warn!(container = target, %why, "Recovered, but the journal could not record it.");
+        }
+        warn!(container = target, outcome = %outcome, "Interrupted update repaired.");
+    } else {
+        error!(container = target, outcome = %outcome, "Interrupted update not repaired yet; will try again.");
+    }
+    Some((outcome, safe))
+}
+
+/// Finishes (when the new container had been verified) or rolls back.
+async fn repair(engine: &Engine, parked: &Parked, verified: bool) -> Result<Outcome, String> {
+    let under_name = engine
+        .container_id_by_name(&parked.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let old = match engine.inspect_container(&parked.id).await {
+        Ok(old) => Some(old),
+        Err(super::engine::EngineError::NotFound { .. }) => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    if verified {
         // The new container had proven itself: finish by removing the old one.
-        if old_exists {
-            parked.remove(engine).await;
+        if old.is_some() {
+            engine.remove(&parked.id).await.map_err(|e| e.to_string())?;
         }
         info!(container = %parked.name, "Recovered an interrupted update: finished it.");
-        Outcome::Updated
-    } else {
-        // Anything under the name that is not the old container is the unproven new one.
-        let new_id = under_name.filter(|id| *id != parked.id);
-        if !old_exists {
-            error!(container = %parked.name, "Recovering an interrupted update, but the old container is gone.");
-            return Some(Outcome::Failed {
-                reason: "hoist stopped during the update and the old container is gone".into(),
-            });
-        }
-        let reason = "hoist stopped during the update; rolled back".to_string();
-        if new_id.is_none() {
-            // Not created yet (or already removed): only the old one to put back.
-            let current_name = engine
-                .inspect_container(&parked.id)
-                .await
-                .map(|c| c.name().to_string())
-                .unwrap_or_default();
-            if current_name != parked.name {
-                if let Err(e) = engine.rename(&parked.id, &parked.name).await {
-                    error!(container = %parked.name, error = %e, "Cannot give the old container its name back.");
-                    return Some(Outcome::Failed {
-                        reason: format!("{reason}, but renaming failed: {e}"),
-                    });
-                }
-            }
-            match parked.bring_back(engine).await {
-                Ok(()) => Outcome::RolledBack {
-                    reason,
-                    log_tail: Vec::new(),
-                },
-                Err(e) => Outcome::Failed {
-                    reason: format!("{reason}, but {e}"),
-                },
-            }
-        } else {
-            parked.restore(engine, new_id.as_deref(), reason).await
-        }
-    };
-    if let Err(why) = log
-        .before(target, steps::DONE, Some(outcome.as_str().to_string()))
-        .await
-    {
-        warn!(container = target, %why, "Recovered, but the journal could not record it.");
+        return Ok(Outcome::Updated);
     }
-    warn!(container = target, outcome = %outcome, "Interrupted update repaired.");
-    Some(outcome)
+    let Some(old) = old else {
+        // Nothing left to roll back to; whatever runs under the name stays.
+        error!(container = %parked.name, "Recovering an interrupted update, but the old container is gone.");
+        return Ok(Outcome::Failed {
+            reason: "hoist stopped during the update and the old container is gone".into(),
+        });
+    };
+    let reason = "hoist stopped during the update; rolled back".to_string();
+    // Anything under the name that is not the old container is the unproven new one.
+    match under_name.filter(|id| *id != parked.id) {
+        Some(new_id) => match parked.restore(engine, Some(&new_id), reason).await {
+            (outcome, true) => Ok(outcome),
+            (Outcome::Failed { reason }, false) => Err(reason),
+            (outcome, false) => Err(outcome.to_string()),
+        },
+        None => {
+            if old.name() != parked.name {
+                engine
+                    .rename(&parked.id, &parked.name)
+                    .await
+                    .map_err(|e| format!("cannot rename back: {e}"))?;
+            }
+            parked.bring_back(engine).await?;
+            Ok(Outcome::RolledBack {
+                reason,
+                log_tail: Vec::new(),
+            })
+        }
+    }
 }

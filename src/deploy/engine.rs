@@ -719,6 +719,15 @@ impl Engine {
         Ok(created.id)
     }
 
+    /// Removes an image unless a container uses it (no force).
+    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_image(id, None::<bollard::query_parameters::RemoveImageOptions>, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::from_bollard(format!("remove image {id}"), e))
+    }
+
     /// The last `lines` lines the container wrote (stdout and stderr).
     pub async fn log_tail(&self, id: &str, lines: usize) -> Vec<String> {
         let options = LogsOptions {

@@ -63,6 +63,8 @@ pub struct StepLog {
     journal: crate::job::Journal,
     job: crate::job::JobId,
     pause_after: Option<std::sync::Arc<str>>,
+    /// When the push arrived, for the push-to-running and push-to-healthy metrics.
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl StepLog {
@@ -75,7 +77,14 @@ impl StepLog {
             journal,
             job,
             pause_after,
+            received_at: None,
         }
+    }
+
+    /// Adds when the push arrived, so the steps can be timed against it.
+    pub fn with_received_at(mut self, received_at: chrono::DateTime<chrono::Utc>) -> StepLog {
+        self.received_at = Some(received_at);
+        self
     }
 
     /// Records `step` for `target`; the caller must not take the step if this fails.
@@ -88,6 +97,9 @@ impl StepLog {
 
     /// A step was taken: the fault-injection point.
     pub async fn after(&self, step: &str) {
+        if let Some(received_at) = self.received_at {
+            crate::telemetry::step_reached(step, received_at);
+        }
         if self.pause_after.as_deref() == Some(step) {
             tracing::warn!(job = %self.job, step, "Fault injection: paused after this step.");
             std::future::pending::<()>().await;

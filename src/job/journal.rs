@@ -296,6 +296,23 @@ impl Journal {
         .await
     }
 
+    /// The steps recorded for one job, in order.
+    pub async fn steps(&self, job: JobId) -> Result<Vec<StepRecord>, JournalError> {
+        self.with(move |db| {
+            let mut query =
+                db.prepare("SELECT target, step, detail FROM steps WHERE job_id = ?1 ORDER BY rowid")?;
+            let rows = query.query_map([job.0], |r| {
+                Ok(StepRecord {
+                    target: r.get(0)?,
+                    step: r.get(1)?,
+                    detail: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// The most recent finished jobs, newest first.
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, JournalError> {
         self.with(|db| {

@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Job, JobId, Journal};
 use crate::deploy::container::{self, UpdateSettings};
@@ -35,6 +35,8 @@ pub struct RunnerSettings {
     pub max_parallel: usize,
     /// Crash tests only: stop still after this step (`HOIST_FAULT_PAUSE_AFTER`).
     pub pause_after: Option<Arc<str>>,
+    /// Remove an updated target's old image when nothing uses it (`HOIST_REMOVE_OLD_IMAGES`).
+    pub remove_old_images: bool,
 }
 
 /// Called with every finished job's report (the notifiers' entry point).
@@ -136,8 +138,14 @@ impl Runner {
         let started_at = Utc::now();
         let clock = Instant::now();
         info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
-        let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause_after.clone());
-        let (mut reports, new_image) = self.update_targets(event, &targets, &log).await;
+        let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause_after.clone())
+            .with_received_at(event.received_at);
+        let (results, new_image) = self.update_targets(event, &targets, &log).await;
+        self.repair_unsafe(&job, &results, &log).await;
+        if self.settings.remove_old_images {
+            self.remove_old_images(&results).await;
+        }
+        let mut reports: Vec<TargetReport> = results.into_iter().map(|r| r.report).collect();
         // A re-run after crash recovery finds recovered targets current; report what recovery did.
         for report in &mut reports {
             if report.outcome == Outcome::AlreadyCurrent {
@@ -160,7 +168,7 @@ impl Runner {
             duration: clock.elapsed(),
         };
         for report in &notification.targets {
-            telemetry::job_outcome(&report.outcome, event.received_at, clock.elapsed());
+            telemetry::job_outcome(&report.outcome, clock.elapsed());
         }
         info!(
             image = %event.reference,
@@ -181,13 +189,17 @@ impl Runner {
         event: &ImageEvent,
         targets: &[Target],
         log: &StepLog,
-    ) -> (Vec<TargetReport>, Option<ImageDetails>) {
-        let report = |target: &Target, outcome: Outcome, old_digest| TargetReport {
-            name: target.name.clone(),
-            compose_project: target.compose_project.clone(),
-            compose_service: target.compose_service.clone(),
-            old_digest,
-            outcome,
+    ) -> (Vec<TargetResult>, Option<ImageDetails>) {
+        let report = |target: &Target, outcome: Outcome, old_digest| TargetResult {
+            report: TargetReport {
+                name: target.name.clone(),
+                compose_project: target.compose_project.clone(),
+                compose_service: target.compose_service.clone(),
+                old_digest,
+                outcome,
+            },
+            needs_repair: false,
+            old_image_id: None,
         };
         // Targets may name the registry differently (aliases); each name is pulled as the target names it.
         let mut pulled: HashMap<String, Result<ImageDetails, String>> = HashMap::new();
@@ -222,7 +234,11 @@ impl Runner {
                         Some(Ok(image)) => {
                             let settings = self.settings_for(&target);
                             let done = container::update(&self.engine, &target.name, image, &repository, &settings, log).await;
-                            report(&target, done.outcome, done.old_digest)
+                            TargetResult {
+                                needs_repair: done.needs_repair,
+                                old_image_id: done.old_image_id,
+                                ..report(&target, done.outcome, done.old_digest)
+                            }
                         }
                         Some(Err(e)) => report(&target, Outcome::Failed { reason: e.clone() }, None),
                         None => report(&target, Outcome::Failed { reason: "image was not pulled".into() }, None),
@@ -233,12 +249,63 @@ impl Runner {
             .collect::<Vec<_>>()
             .await;
         let mut updates = updates;
-        updates.sort_by(|a, b| a.name.cmp(&b.name));
+        updates.sort_by(|a, b| a.report.name.cmp(&b.report.name));
         (updates, new_image)
     }
 }
 
+/// One target's end of a job, with what the runner still has to do about it.
+struct TargetResult {
+    report: TargetReport,
+    /// The rollback could not complete; see [`Runner::repair_unsafe`].
+    needs_repair: bool,
+    old_image_id: Option<String>,
+}
+
 impl Runner {
+    /// Targets whose rollback could not complete (the engine went away mid-way)
+    /// are repaired here, with backoff, until they are safe. The job's key
+    /// stays locked meanwhile, so no other update of the image can start.
+    async fn repair_unsafe(&self, job: &Job, results: &[TargetResult], log: &StepLog) {
+        for result in results.iter().filter(|r| r.needs_repair) {
+            let name = &result.report.name;
+            let mut wait = Duration::from_secs(1);
+            loop {
+                error!(container = %name, retry_in = ?wait, "The target is not in a safe state; repairing.");
+                tokio::time::sleep(wait).await;
+                let steps = match self.journal.steps(job.id).await {
+                    Ok(steps) => steps,
+                    Err(e) => {
+                        warn!(error = %e, "Cannot read the journal for the repair.");
+                        continue;
+                    }
+                };
+                match container::recover(&self.engine, name, &steps, log).await {
+                    Some((_, false)) => wait = (wait * 2).min(Duration::from_secs(60)),
+                    Some((_, true)) | None => break,
+                }
+            }
+        }
+    }
+
+    /// Removes the images the updated targets ran before, when no container
+    /// uses them any more (the engine refuses otherwise, which is fine).
+    async fn remove_old_images(&self, results: &[TargetResult]) {
+        let mut old: Vec<&str> = results
+            .iter()
+            .filter(|r| r.report.outcome == Outcome::Updated)
+            .filter_map(|r| r.old_image_id.as_deref())
+            .collect();
+        old.sort();
+        old.dedup();
+        for image in old {
+            match self.engine.remove_image(image).await {
+                Ok(()) => info!(image, "Old image removed."),
+                Err(e) => debug!(image, error = %e, "Old image kept."),
+            }
+        }
+    }
+
     /// The global settings with the target's label overrides applied.
     fn settings_for(&self, target: &Target) -> UpdateSettings {
         let mut settings = self.settings.update.clone();
