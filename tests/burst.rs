@@ -102,67 +102,71 @@ async fn a_burst_of_five_thousand_events_loses_nothing_and_ends_on_the_last_dige
         hoist.wait_for_target(name).await;
     }
 
-    // The mix, in a fixed pseudo-random order.
+    // Three phases, one per new digest of the tag, sent one after the other
+    // (8 senders at full speed within a phase): the tag moves d1 → d2 → d3,
+    // as pushes of new versions do. Mixed in: redeliveries of any earlier
+    // push (same event id and body, as a registry retry), pushes of another
+    // tag and of another repository, blob pushes and pulls.
     let host = registry.host.clone();
     let digests = [d1.clone(), d2.clone(), d3.clone()];
     let blob = format!("sha256:{}", "b".repeat(64));
     let mut seed: u64 = 0x9e3779b97f4a7c15;
-    let mut bodies = Vec::with_capacity(EVENTS);
+    let mut phases: Vec<Vec<Value>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut pushes_so_far: Vec<Value> = Vec::new();
     for i in 0..EVENTS - 1 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        let phase = i * 3 / (EVENTS - 1);
         let body = match seed % 10 {
-            0..=2 => {
-                let digest = &digests[(seed >> 8) as usize % 3];
-                // One delivery in three reuses an earlier id, as a registry retry would.
-                let id = if (seed >> 16) % 3 == 0 {
-                    format!("dup-{}", (seed >> 20) % 50)
-                } else {
-                    format!("push-{i}")
-                };
-                push_event(&id, &host, &repository, "1", digest)
+            0 | 1 => {
+                let body = push_event(&format!("push-{i}"), &host, &repository, "1", &digests[phase]);
+                pushes_so_far.push(body.clone());
+                body
             }
-            3 | 4 => push_event(&format!("other-{i}"), &host, &repository, "other", &digests[0]),
+            2 if !pushes_so_far.is_empty() => {
+                pushes_so_far[(seed >> 8) as usize % pushes_so_far.len()].clone()
+            }
+            2..=4 => push_event(&format!("other-{i}"), &host, &repository, "other", &digests[0]),
             5 | 6 => other_event(&format!("blob-{i}"), &host, &repository, "push", &blob),
             7 | 8 => other_event(&format!("pull-{i}"), &host, &repository, "pull", &blob),
             _ => push_event(&format!("elsewhere-{i}"), &host, "someone/else", "1", &digests[1]),
         };
-        bodies.push(body);
+        phases[phase].push(body);
     }
 
     let http = reqwest::Client::new();
     let url = hoist.hook_url();
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..SENDERS {
-        let (http, url, counts, bodies, next) = (
-            http.clone(),
-            url.clone(),
-            counts.clone(),
-            bodies.clone(),
-            next.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { break };
-                let receipt = deliver(&http, &url, body, &counts).await;
-                counts
-                    .queued
-                    .fetch_add(receipt["queued"].as_u64().unwrap() as usize, Ordering::Relaxed);
-                counts.duplicates.fetch_add(
-                    receipt["duplicates"].as_u64().unwrap() as usize,
-                    Ordering::Relaxed,
-                );
-            }
-        }));
-    }
-    for sender in senders {
-        sender.await.unwrap();
+    for bodies in phases {
+        let bodies = Arc::new(bodies);
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for _ in 0..SENDERS {
+            let (http, url, counts, bodies, next) = (
+                http.clone(),
+                url.clone(),
+                counts.clone(),
+                bodies.clone(),
+                next.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { break };
+                    let receipt = deliver(&http, &url, body, &counts).await;
+                    let count = |key: &str| receipt[key].as_u64().unwrap() as usize;
+                    counts.queued.fetch_add(count("queued"), Ordering::Relaxed);
+                    counts
+                        .duplicates
+                        .fetch_add(count("duplicates"), Ordering::Relaxed);
+                }
+            }));
+        }
+        for sender in senders {
+            sender.await.unwrap();
+        }
     }
     // The last push of the tag, after everything else: d3.
     let last = deliver(
@@ -223,7 +227,14 @@ async fn a_burst_of_five_thousand_events_loses_nothing_and_ends_on_the_last_dige
     }
     assert!(!updates.is_empty());
     for (key, count) in &updates {
-        assert_eq!(*count, 1, "{key:?} updated {count} times");
+        let jobs: Vec<String> = history["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["new_digest"] == key.1.as_str())
+            .map(|j| format!("job {} {} {}", j["job"], j["started_at"], j["targets"]))
+            .collect();
+        assert_eq!(*count, 1, "{key:?} updated {count} times: {jobs:#?}");
     }
     let peak = peak_rss_kib();
     eprintln!(

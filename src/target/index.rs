@@ -72,7 +72,61 @@ impl TargetIndex {
         }
         for targets in by_tag.values_mut() {
             targets.sort_by(|a, b| a.name.cmp(&b.name));
+            // During an update the old container (being renamed aside) and the
+            // new one can both carry the name until the rename event arrives.
+            // A job works by name, so one entry per name: never two updates
+            // of one container at once.
+            targets.dedup_by(|a, b| a.name == b.name);
         }
         Arc::new(IndexSnapshot { by_tag })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ImageRef;
+    use crate::target::TargetOptions;
+
+    fn target(id: &str, name: &str, image: &str) -> Target {
+        Target {
+            id: TargetId(id.into()),
+            name: name.into(),
+            image: ImageRef::parse(image).unwrap(),
+            image_id: "sha256:x".into(),
+            running: true,
+            monitor_only: false,
+            options: TargetOptions::default(),
+            compose_project: None,
+            compose_service: None,
+        }
+    }
+
+    #[test]
+    fn lookup_by_tag_with_aliases_one_entry_per_name_and_no_digest_pins() {
+        let aliases = Aliases::parse("registry.example.test=127.0.0.1:5000").unwrap();
+        let mut index = TargetIndex::new(aliases.clone());
+        index.upsert(target("a", "web", "127.0.0.1:5000/team/app:1.4"));
+        // The same name under a second id, as while an update renames the old one aside.
+        index.upsert(target("b", "web", "127.0.0.1:5000/team/app:1.4"));
+        index.upsert(target("c", "api", "registry.example.test/team/app:1.4"));
+        index.upsert(target("d", "other", "127.0.0.1:5000/team/app:1.5"));
+        index.upsert(target(
+            "e",
+            "pinned",
+            &format!("127.0.0.1:5000/team/app:1.4@sha256:{}", "a".repeat(64)),
+        ));
+        let snapshot = index.snapshot();
+        let key = aliases
+            .key(&ImageRef::parse("127.0.0.1:5000/team/app:1.4").unwrap())
+            .unwrap();
+        let names: Vec<&str> = snapshot
+            .targets_for(&key)
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["api", "web"]);
+        index.remove(&TargetId("c".into()));
+        assert_eq!(index.snapshot().targets_for(&key).len(), 1);
     }
 }
