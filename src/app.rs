@@ -22,9 +22,11 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
+use crate::deploy::service::ServiceSettings;
 use crate::history::History;
 use crate::job::{Runner, RunnerSettings};
 use crate::source::webhook::{self, IntakeState};
+use crate::swarm::{adopt, forward};
 use crate::target::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::telemetry;
 
@@ -39,6 +41,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot build the client that forwards updates to peers: {0}")]
+    Forwarder(#[from] reqwest::Error),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -107,7 +111,20 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     }
 
     let history = History::default();
-    let (events_tx, events_rx) = mpsc::channel(config.queue_capacity);
+    // Webhook → tee (which also forwards to peers) → runner; forwarded events
+    // from peers go to the runner directly, so they are never forwarded again.
+    let (events_tx, intake_rx) = mpsc::channel(config.queue_capacity);
+    let (runner_tx, events_rx) = mpsc::channel(config.queue_capacity);
+    let token = config.webhook_token.clone().map(Arc::new);
+    let forwarder = forward::Forwarder::new(
+        forward::new_instance_id(),
+        config.swarm.peers.clone(),
+        token.clone(),
+        config.swarm.forward_attempts,
+    )?;
+    if !config.swarm.peers.is_empty() {
+        info!(peers = %config.swarm.peers, "Updates are forwarded to peer hoists.");
+    }
     let runner = Runner::new(
         engine.clone(),
         config.registry_aliases.clone(),
@@ -117,21 +134,41 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
                 stop_timeout: config.stop_timeout,
             },
             max_parallel: config.max_parallel,
+            service: ServiceSettings {
+                deadline: config.swarm.service_deadline,
+                ..ServiceSettings::default()
+            },
+            services: config.swarm.services,
         },
         snapshot_rx.clone(),
         history.clone(),
         Arc::new(|_| {}),
     );
     let jobs = TaskTracker::new();
+    let adopt_task = tokio::spawn(adopt::run(
+        engine.clone(),
+        runner.clone(),
+        config.swarm.services,
+        stop.child_token(),
+    ));
     let runner_task = tokio::spawn(runner.run(events_rx, jobs.clone(), CancellationToken::new()));
+    let peers = (!config.swarm.peers.is_empty()).then(|| forwarder.clone());
+    tokio::spawn(forward::run(intake_rx, runner_tx.clone(), peers, jobs.clone()));
 
     let intake_stopping = CancellationToken::new();
     let app = webhook::router(IntakeState {
-        token: config.webhook_token.clone().map(Arc::new),
+        token: token.clone(),
         events: events_tx,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
     })
+    .merge(forward::router(forward::ForwardState {
+        token,
+        events: runner_tx,
+        stopping: intake_stopping.clone(),
+        max_body_bytes: config.max_body_bytes,
+        forwarder,
+    }))
     .merge(api::router(ApiState {
         engine: engine.clone(),
         snapshot: snapshot_rx,
@@ -161,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(running = jobs.len(), grace = ?grace, "Jobs still running after the shutdown grace period.");
         }
         watch_task.abort();
+        adopt_task.abort();
         info!("Stopped.");
     });
     info!(listen = %local_addr, "hoist is ready.");

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::event::Aliases;
 use crate::notify::NotifyConfig;
 use crate::secret::Secret;
+use crate::swarm::SwarmConfig;
 
 /// Where configuration values come from.
 pub trait Vars {
@@ -215,6 +216,8 @@ pub struct Config {
     /// `HOIST_SHUTDOWN_GRACE`: how long running updates get to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub notify: NotifyConfig,
+    /// Services, peers and forwarding (`HOIST_SERVICES`, `HOIST_PEERS`, ...; see `swarm`).
+    pub swarm: SwarmConfig,
     pub log_format: LogFormat,
 }
 
@@ -283,6 +286,7 @@ impl Config {
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
+        let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -298,6 +302,7 @@ impl Config {
             stop_timeout,
             shutdown_grace,
             notify,
+            swarm,
             log_format,
         })
     }

@@ -31,6 +31,7 @@ pub mod job;
 pub mod matcher;
 pub mod notify;
 pub mod source;
+pub mod swarm;
 pub mod target;
 
 pub mod api;

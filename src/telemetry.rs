@@ -17,6 +17,7 @@ pub const PUSH_TO_RUNNING: &str = "hoist_push_to_running_seconds";
 pub const JOB_DURATION: &str = "hoist_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
 pub const QUEUE_FULL: &str = "hoist_queue_full_total";
+pub const FORWARDS: &str = "hoist_forwards_total";
 
 /// Installs the log subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
@@ -71,4 +72,10 @@ pub fn job_outcome(outcome: &Outcome, received_at: DateTime<Utc>, took: Duration
         let since_push = (Utc::now() - received_at).to_std().unwrap_or_default();
         metrics::histogram!(PUSH_TO_RUNNING).record(since_push.as_secs_f64());
     }
+}
+
+/// One forward of an update to a peer hoist ended; `outcome` is `delivered`,
+/// `retried` (an attempt failed, another follows) or `failed` (given up).
+pub fn forward(outcome: &'static str) {
+    metrics::counter!(FORWARDS, "outcome" => outcome).increment(1);
 }

@@ -19,12 +19,14 @@ use tracing::{debug, info, warn};
 
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
+use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::Outcome;
 use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::history::{History, JobRecord};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
-use crate::target::{IndexSnapshot, Target};
+use crate::swarm::{self, ServicesMode};
+use crate::target::{IndexSnapshot, Target, TargetKind};
 use crate::telemetry;
 
 /// How many recent delivery ids are remembered to drop redeliveries.
@@ -36,6 +38,10 @@ pub struct RunnerSettings {
     pub update: UpdateSettings,
     /// Jobs (pushes of different tags) that may run at once.
     pub max_parallel: usize,
+    /// How Swarm services are updated and followed.
+    pub service: ServiceSettings,
+    /// Whether this hoist updates Swarm services (when its engine leads the swarm).
+    pub services: ServicesMode,
 }
 
 /// Called with every finished job's report (the notifiers' entry point).
@@ -149,7 +155,9 @@ impl Runner {
             return;
         };
         let snapshot = self.snapshot.borrow().clone();
-        let targets = matching_targets(&event, &snapshot, &self.aliases);
+        let targets = self
+            .acting_on(matching_targets(&event, &snapshot, &self.aliases))
+            .await;
         if targets.is_empty() {
             debug!(image = %event.reference, "No target runs this image.");
             return;
@@ -158,6 +166,53 @@ impl Runner {
         let clock = Instant::now();
         info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
         let (reports, new_image) = self.update_targets(&event, &targets).await;
+        self.record(&event, reports, new_image, started_at, clock, sequence);
+    }
+
+    /// Follows, to its end, a service update that another hoist started (the
+    /// swarm's leader before this one), and reports it as a job of its own.
+    /// `event` names the tag and the digest the update goes to; `image` is the
+    /// service's pinned image of that digest.
+    pub async fn adopt(&self, event: ImageEvent, target: Target, image: String) {
+        let Some(key) = self.aliases.key(&event.reference) else {
+            return;
+        };
+        let key_lock = lock(&self.key_locks).entry(key).or_default().clone();
+        let _key_guard = key_lock.lock().await;
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        info!(service = %target.name, %image, "Following a service update started before this hoist led the swarm.");
+        let settings = self.service_settings_for(&target);
+        let outcome = service::follow(&self.engine, &target.id.0, &image, None, &settings).await;
+        let reports = vec![report_for(&target, outcome, None)];
+        self.record(&event, reports, None, started_at, clock, sequence);
+    }
+
+    /// Without the leader's role, service targets are left to the hoist that has it.
+    async fn acting_on(&self, targets: Vec<Target>) -> Vec<Target> {
+        if !targets.iter().any(|t| t.kind == TargetKind::Service)
+            || swarm::acts_on_services(&self.engine, self.settings.services).await
+        {
+            return targets;
+        }
+        debug!("Not the swarm's leader (or services are off): services are left to the leader's hoist.");
+        targets
+            .into_iter()
+            .filter(|t| t.kind != TargetKind::Service)
+            .collect()
+    }
+
+    /// Reports a finished job: history, metrics, logs and notifiers.
+    fn record(
+        &self,
+        event: &ImageEvent,
+        reports: Vec<TargetReport>,
+        new_image: Option<ImageDetails>,
+        started_at: chrono::DateTime<Utc>,
+        clock: Instant,
+        sequence: u64,
+    ) {
         let label = |key: &str| new_image.as_ref().and_then(|image| image.label(key));
         let notification = Notification {
             image: event.reference.clone(),
@@ -194,16 +249,14 @@ impl Runner {
         event: &ImageEvent,
         targets: &[Target],
     ) -> (Vec<TargetReport>, Option<ImageDetails>) {
-        let report = |target: &Target, outcome: Outcome, old_digest| TargetReport {
-            name: target.name.clone(),
-            compose_project: target.compose_project.clone(),
-            compose_service: target.compose_service.clone(),
-            old_digest,
-            outcome,
-        };
+        let report = report_for;
         // Targets may name the registry differently (aliases); each name is pulled as the target names it.
         let mut pulled: HashMap<String, Result<ImageDetails, String>> = HashMap::new();
-        for target in targets.iter().filter(|t| !t.monitor_only) {
+        // Services are pulled by Swarm on the nodes that run them, not here.
+        for target in targets
+            .iter()
+            .filter(|t| !t.monitor_only && t.kind == TargetKind::Container)
+        {
             let repository = engine_repository(&target.image);
             if pulled.contains_key(&repository) {
                 continue;
@@ -227,6 +280,11 @@ impl Runner {
                     if target.monitor_only {
                         info!(container = %target.name, image = %event.reference, "Update available; monitor-only, not applied.");
                         return report(&target, Outcome::MonitorOnly, None);
+                    }
+                    if target.kind == TargetKind::Service {
+                        let settings = self.service_settings_for(&target);
+                        let done = service::update(&self.engine, &target.id.0, &event.digest, &settings).await;
+                        return report(&target, done.outcome, done.old_digest);
                     }
                     let repository = engine_repository(&target.image);
                     match pulled.get(&repository) {
@@ -260,6 +318,27 @@ impl Runner {
             settings.health.deadline = deadline;
         }
         settings
+    }
+
+    /// The service settings with the target's `hoist.health.deadline` applied
+    /// (for a service: the most time its rolling update gets).
+    fn service_settings_for(&self, target: &Target) -> ServiceSettings {
+        let mut settings = self.settings.service.clone();
+        if let Some(deadline) = target.options.health_deadline {
+            settings.deadline = deadline;
+        }
+        settings
+    }
+}
+
+/// One target's line in a job's report.
+fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event::Digest>) -> TargetReport {
+    TargetReport {
+        name: target.name.clone(),
+        compose_project: target.compose_project.clone(),
+        compose_service: target.compose_service.clone(),
+        old_digest,
+        outcome,
     }
 }
 

@@ -21,6 +21,8 @@ pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
 
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+/// The stack a Swarm service belongs to (`docker stack deploy`).
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
 
 pub fn is_opt_in(key: &str) -> bool {
     OPT_IN.contains(&key)
