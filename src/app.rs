@@ -136,6 +136,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             max_parallel: config.max_parallel,
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
+                docker_config: config.swarm.docker_config.clone(),
                 ..ServiceSettings::default()
             },
             services: config.swarm.services,

@@ -24,6 +24,7 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
+use super::credentials::RegistryAuth;
 use crate::event::{Digest, ImageRef};
 use crate::target::labels;
 
@@ -485,7 +486,22 @@ impl Engine {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
             // Longer than the longest stop grace: a stop answers only once done.
-            .with_timeout(Duration::from_secs(300));
+            .with_timeout(Duration::from_secs(300))
+            // bollard encodes `X-Registry-Auth` as standard base64, but the
+            // engine decodes it as URL-safe base64 and silently ignores a header
+            // it cannot read (moby#33434), which loses credentials whose JSON
+            // encodes to `+` or `/`. Rewrite it into the engine's alphabet.
+            .with_request_modifier(|mut request| {
+                for name in ["x-registry-auth", "x-registry-config"] {
+                    if let Some(value) = request.headers_mut().get_mut(name) {
+                        let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
+                        if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
+                            *value = fixed;
+                        }
+                    }
+                }
+                request
+            });
         let docker = docker
             .negotiate_version()
             .await
@@ -1023,13 +1039,15 @@ impl Engine {
     }
 
     /// Sends `current`'s spec back with `image`, quoting `current`'s version
-    /// index; returns the engine's warnings. Without registry credentials
-    /// Swarm keeps those stored with the service (`registryAuthFrom=spec`).
+    /// index; returns the engine's warnings. `auth` goes to Swarm, which hands
+    /// it to the workers that pull; without it Swarm keeps the credentials
+    /// stored with the service (`registryAuthFrom=spec`).
     pub async fn update_service_image(
         &self,
         current: &ServiceDetails,
         image: &str,
         force: bool,
+        auth: Option<&RegistryAuth>,
     ) -> Result<Vec<String>, EngineError> {
         let id = current.id();
         let spec = current
@@ -1045,8 +1063,15 @@ impl Engine {
             registry_auth_from: "spec".to_string(),
             rollback: None,
         };
+        let credentials = auth.map(|auth| bollard::auth::DockerCredentials {
+            username: auth.username.clone(),
+            password: auth.password.as_ref().map(|p| p.expose().clone()),
+            identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
+            serveraddress: Some(auth.server.clone()),
+            ..Default::default()
+        });
         self.docker
-            .update_service(id, spec, options, None)
+            .update_service(id, spec, options, credentials)
             .await
             .map(|response| response.warnings.unwrap_or_default())
             .map_err(|e| EngineError::from_bollard(format!("update of service {id}"), e))

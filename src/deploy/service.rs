@@ -20,15 +20,17 @@
 //! nor rolls back by itself. The failed tasks' messages go into the report.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::credentials::{self, RegistryAuth};
 use super::engine::{Engine, EngineError, ServiceDetails, TaskDetails, UpdateState, UpdateStatus};
 use super::Outcome;
-use crate::event::Digest;
+use crate::event::{Digest, ImageRef};
 
 /// How many times an update is sent again after "update out of sequence".
 pub const ATTEMPTS: u32 = 5;
@@ -46,6 +48,7 @@ pub trait ServiceEngine: Sync {
         current: &ServiceDetails,
         image: &str,
         force: bool,
+        auth: Option<&RegistryAuth>,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn service_tasks(&self, id: &str) -> impl Future<Output = Result<Vec<TaskDetails>, EngineError>> + Send;
 }
@@ -59,8 +62,9 @@ impl ServiceEngine for Engine {
         current: &ServiceDetails,
         image: &str,
         force: bool,
+        auth: Option<&RegistryAuth>,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send {
-        Engine::update_service_image(self, current, image, force)
+        Engine::update_service_image(self, current, image, force, auth)
     }
     fn service_tasks(&self, id: &str) -> impl Future<Output = Result<Vec<TaskDetails>, EngineError>> + Send {
         Engine::service_tasks(self, id)
@@ -74,6 +78,9 @@ pub struct ServiceSettings {
     pub deadline: Duration,
     /// How often the service and its tasks are read while the update runs.
     pub poll: Duration,
+    /// A docker CLI config file whose registry credentials go with the update
+    /// (`deploy::credentials`); `None` sends none.
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Default for ServiceSettings {
@@ -81,6 +88,7 @@ impl Default for ServiceSettings {
         ServiceSettings {
             deadline: Duration::from_secs(600),
             poll: Duration::from_millis(500),
+            docker_config: None,
         }
     }
 }
@@ -114,8 +122,12 @@ pub async fn update<E: ServiceEngine>(
         let image = pinned_image(current.image(), digest);
         // Only when the spec would be the same does Swarm need a push to replace the tasks.
         let force = image == current.image();
+        let auth = registry_auth(&current, settings);
         let issued_at = Utc::now();
-        match engine.update_service_image(&current, &image, force).await {
+        match engine
+            .update_service_image(&current, &image, force, auth.as_ref())
+            .await
+        {
             Ok(warnings) => {
                 for warning in warnings {
                     warn!(service = current.name(), %warning, "Swarm warns about the update.");
@@ -135,6 +147,19 @@ pub async fn update<E: ServiceEngine>(
     };
     let outcome = follow(engine, id, &image, Some(issued_at), settings).await;
     ServiceUpdate { outcome, old_digest }
+}
+
+/// The credentials the configured docker config file holds for the service's registry.
+fn registry_auth(service: &ServiceDetails, settings: &ServiceSettings) -> Option<RegistryAuth> {
+    let path = settings.docker_config.as_deref()?;
+    let registry = ImageRef::parse(service.image()).ok()?.registry().to_string();
+    match credentials::lookup(path, &registry) {
+        Ok(auth) => auth,
+        Err(e) => {
+            warn!(service = service.name(), error = %e, "Sending the update without registry credentials; Swarm keeps those stored with the service.");
+            None
+        }
+    }
 }
 
 /// The service already names the pushed digest: never send it again.
@@ -443,6 +468,7 @@ mod tests {
             current: &ServiceDetails,
             image: &str,
             force: bool,
+            _auth: Option<&RegistryAuth>,
         ) -> Result<Vec<String>, EngineError> {
             let mut state = self.state();
             state.updates.push((current.version(), image.to_string(), force));
@@ -508,6 +534,7 @@ mod tests {
         ServiceSettings {
             deadline: Duration::from_secs(5),
             poll: Duration::from_millis(1),
+            docker_config: None,
         }
     }
 
@@ -654,7 +681,7 @@ mod tests {
         }
         let short = ServiceSettings {
             deadline: Duration::from_millis(50),
-            poll: Duration::from_millis(1),
+            ..settings()
         };
         match follow(&swarm, "svc1", &image(NEW), Some(issued_at), &short).await {
             Outcome::Failed { reason } => assert!(reason.contains("did not finish"), "{reason}"),
