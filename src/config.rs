@@ -202,6 +202,8 @@ pub struct Config {
     pub webhook_token: Option<Secret<String>>,
     /// `HOIST_REGISTRY_ALIASES`: host names that are one registry.
     pub registry_aliases: Aliases,
+    /// `DOCKER_HOST`: the engine to manage (`unix://...` or `tcp://...`); the local socket when unset.
+    pub docker_host: Option<String>,
     /// `HOIST_STATE_DIR`: where the history is kept.
     pub state_dir: PathBuf,
     /// `HOIST_MAX_BODY_BYTES`: larger webhook bodies get 413.
@@ -236,6 +238,7 @@ pub mod keys {
     pub const STOP_TIMEOUT: &str = "HOIST_STOP_TIMEOUT";
     pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
+    pub const DOCKER_HOST: &str = "DOCKER_HOST";
 }
 
 impl Config {
@@ -262,6 +265,7 @@ impl Config {
                 Aliases::default()
             }),
         };
+        let docker_host = r.string(keys::DOCKER_HOST);
         let state_dir = PathBuf::from(
             r.string(keys::STATE_DIR)
                 .unwrap_or_else(|| "/var/lib/hoist".into()),
@@ -294,6 +298,7 @@ impl Config {
             listen,
             webhook_token,
             registry_aliases,
+            docker_host,
             state_dir,
             max_body_bytes,
             queue_capacity,

@@ -94,6 +94,94 @@ impl Drop for SwarmLease {
     }
 }
 
+/// The engine, seen through a loopback proxy that says this node is a manager
+/// but not the leader: `GET /nodes/{id}` answers with `ManagerStatus.Leader`
+/// false; everything else goes to the engine's socket untouched. A hoist
+/// pointed at it (`DOCKER_HOST=tcp://...`) is a follower manager's hoist.
+struct FollowerEngine {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FollowerEngine {
+    async fn start() -> FollowerEngine {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Err(e) = FollowerEngine::serve(client).await {
+                        eprintln!("follower engine proxy: {e}");
+                    }
+                });
+            }
+        });
+        FollowerEngine { addr, task }
+    }
+
+    fn docker_host(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    async fn serve(mut client: tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        let mut request_line = head.lines().next().unwrap_or_default().split(' ');
+        let method = request_line.next().unwrap_or_default();
+        let path = request_line.next().unwrap_or_default();
+        let node = path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .split_once("/nodes/")
+            .map(|(_, id)| id.to_string())
+            .filter(|id| !id.is_empty() && !id.contains('/'));
+        if let (Some(node), "GET") = (node, method) {
+            let text = tokio::task::spawn_blocking(move || docker(&["node", "inspect", &node])).await?;
+            let mut nodes: Vec<Value> = serde_json::from_str(&text).map_err(std::io::Error::other)?;
+            let mut body = nodes.remove(0);
+            body["ManagerStatus"]["Leader"] = json!(false);
+            let body = body.to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return client.write_all(response.as_bytes()).await;
+        }
+        // One request per connection, so that every request passes through here.
+        let mut forwarded: String = head
+            .trim_end_matches("\r\n")
+            .split("\r\n")
+            .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+            .map(|line| format!("{line}\r\n"))
+            .collect();
+        forwarded.push_str("Connection: close\r\n\r\n");
+        let mut engine = tokio::net::UnixStream::connect("/var/run/docker.sock").await?;
+        engine.write_all(forwarded.as_bytes()).await?;
+        engine.write_all(&buffer[head_end..]).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut engine).await?;
+        Ok(())
+    }
+}
+
+impl Drop for FollowerEngine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Removes a service on drop.
 struct ServiceGuard(String);
 
@@ -426,13 +514,15 @@ async fn a_push_reaches_every_hoist_once_and_only_the_leader_updates_services() 
     let listen_a = format!("127.0.0.1:{port_a}");
     let listen_b = format!("127.0.0.1:{port_b}");
     // A hears from the registry and forwards to B, and to a peer that is down.
-    // B leaves services alone (as a worker's or a follower's hoist would) and
-    // lists A as a peer, to show that a forwarded event is not forwarded again.
+    // B's engine is a manager that does not lead the swarm, so B leaves
+    // services alone; B lists A as a peer, to show that a forwarded event is
+    // not forwarded again.
     let peers_a = format!("{url_b},http://127.0.0.1:{nobody}");
+    let follower = FollowerEngine::start().await;
     let hoist_b = Hoist::start(&[
         ("HOIST_LISTEN", &listen_b),
         ("HOIST_PEERS", &url_a),
-        ("HOIST_SERVICES", "off"),
+        ("DOCKER_HOST", &follower.docker_host()),
     ])
     .await;
     let hoist_a = Hoist::start(&[
@@ -496,7 +586,7 @@ async fn a_push_reaches_every_hoist_once_and_only_the_leader_updates_services() 
     assert_eq!(
         target_names(&job_b),
         vec![container.clone()],
-        "B does not touch services: {job_b}"
+        "B, a manager but not the leader, lists the service and leaves it alone: {job_b}"
     );
     assert_eq!(outcome(&job_b, &container)["result"], "monitor_only");
     assert_eq!(spec_image(&service_name), format!("{tag}@{new_digest}"));

@@ -481,9 +481,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Connects through `DOCKER_HOST` or the local socket and negotiates the API version.
-    pub async fn connect() -> Result<Engine, EngineError> {
-        let docker = Docker::connect_with_local_defaults()
+    /// Connects to `docker_host` (`unix://...`, `tcp://...`; the configured
+    /// `DOCKER_HOST`), or the local socket, and negotiates the API version.
+    pub async fn connect(docker_host: Option<&str>) -> Result<Engine, EngineError> {
+        let docker = match docker_host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_local_defaults(),
+        };
+        let docker = docker
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
             // Longer than the longest stop grace: a stop answers only once done.
             .with_timeout(Duration::from_secs(300))
