@@ -207,7 +207,12 @@ async fn receive(
 }
 
 fn authorized(state: &IntakeState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else { return true };
+    bearer_matches(state.token.as_deref(), headers)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (always, without a token).
+pub(crate) fn bearer_matches(token: Option<&Secret<String>>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else { return true };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

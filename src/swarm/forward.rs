@@ -52,6 +52,7 @@ use url::Url;
 use super::Peers;
 use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
 use crate::secret::Secret;
+use crate::source::webhook::bearer_matches;
 use crate::telemetry;
 
 /// The header that marks a request as forwarded by a peer.
@@ -373,16 +374,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 async fn receive(State(state): State<ForwardState>, headers: HeaderMap, body: Body) -> Response {
     const SOURCE: &str = "forwarded";
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let authorized = match &state.token {
-        None => true,
-        Some(token) => presented.is_some_and(|p| token.matches(p)),
-    };
-    if !authorized {
+    if !bearer_matches(state.token.as_deref(), &headers) {
         telemetry::event_received(SOURCE, "unauthorized");
         warn!("Forwarded update rejected: missing or wrong bearer token.");
         return refuse(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
