@@ -658,3 +658,57 @@ async fn a_push_reaches_every_hoist_once_and_only_the_leader_updates_services() 
     hoist_b.stop().await;
     drop(registry);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_follows_an_update_under_way_instead_of_sending_it_again() {
+    let _lease = SwarmLease::take().await;
+    // The registry notifies nobody: the update is started by "the old leader's
+    // hoist", played here by a hand-run `docker service update`.
+    let registry = Registry::start("http://127.0.0.1:9/unused");
+    let tag = format!("{}:1.4", registry.repo(&unique("adopt")));
+    let mut clean = Cleanup::default();
+    clean.image(&tag);
+    let old_digest = build_and_push(&tag, "v1", Behaviour::Serve);
+    let name = unique("adopted");
+    let _service = create_service(
+        &name,
+        &tag,
+        &[
+            "--replicas",
+            "2",
+            "--label",
+            "hoist.enable=true",
+            "--update-monitor",
+            "4s",
+        ],
+    );
+    let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
+    let pinned = format!("{tag}@{new_digest}");
+    docker(&[
+        "service", "update", "--detach", "--quiet", "--image", &pinned, &name,
+    ]);
+
+    // This hoist starts on the leader while the update runs.
+    let hoist = Hoist::start(&[("HOIST_SERVICE_DEADLINE", "150s")]).await;
+    let job = hoist.wait_for_job(&tag, &new_digest, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &name)["result"], "updated", "{job}");
+    assert_eq!(
+        job["source"], "poll",
+        "an adopted update has no registry source: {job}"
+    );
+    assert_eq!(spec_image(&name), pinned);
+    assert_eq!(
+        running_tasks(&name),
+        vec![(pinned.clone(), "running".to_string()); 2]
+    );
+    // Had hoist sent the update again, the previous spec would be the pinned one.
+    let after = service(&name);
+    assert_eq!(
+        after["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        format!("{tag}@{old_digest}"),
+        "the spec before the update is still the one before the hand-run update"
+    );
+    assert_eq!(after["Spec"]["TaskTemplate"]["ForceUpdate"], json!(0));
+    hoist.stop().await;
+    drop(registry);
+}

@@ -5,7 +5,8 @@
 //! - `container`: a push redeploys labelled containers; config preserved; rollback; outages.
 //! - `swarm`: on a single-node swarm the suite sets up and tears down: services
 //!   pinned to the pushed digest, Swarm rollback reported, out-of-band spec
-//!   changes kept; fan-out between two hoists, only the leader updating services.
+//!   changes kept; a new leader following an update under way; fan-out between
+//!   two hoists, only the leader updating services.
 
 mod harness;
 

@@ -197,7 +197,13 @@ impl Forwarder {
     /// The peers' base URLs now: the static list, and what the DNS name resolves to.
     async fn resolve(&self) -> Vec<Url> {
         let mut urls = self.peers.urls.clone();
-        if let Some((name, port)) = &self.peers.dns {
+        let Some((name, port)) = &self.peers.dns else {
+            return urls;
+        };
+        // Swarm's DNS may not know a task for a moment after it starts (a push
+        // that arrives as hoist comes up): a failed lookup is tried again too.
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=self.attempts {
             match tokio::net::lookup_host((name.as_str(), *port)).await {
                 Ok(addresses) => {
                     let mut addresses: Vec<_> = addresses.collect();
@@ -208,6 +214,13 @@ impl Forwarder {
                             .into_iter()
                             .filter_map(|a| Url::parse(&format!("http://{a}/")).ok()),
                     );
+                    return urls;
+                }
+                Err(e) if attempt < self.attempts => {
+                    telemetry::forward("retried");
+                    warn!(peers = %name, attempt, retry_in = ?backoff, error = %e, "Cannot resolve the peers' DNS name; trying again.");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
                 }
                 Err(e) => {
                     telemetry::forward("failed");
@@ -548,6 +561,20 @@ mod tests {
         assert_eq!((status, body["own"].as_bool()), (200, Some(true)));
         assert!(rx.try_recv().is_err(), "nothing reached the runner");
         assert_eq!(state.forwarder.stats().own_dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_name_that_does_not_resolve_is_tried_again_then_reported() {
+        let peers = Peers {
+            urls: Vec::new(),
+            dns: Some(("hoist-peers.invalid".into(), 8080)),
+        };
+        let forwarder = Forwarder::new("me".into(), peers, None, 2).unwrap();
+        forwarder.forward(&event()).await;
+        let stats = forwarder.stats();
+        let entry = &stats.peers["dns:hoist-peers.invalid:8080"];
+        assert_eq!((entry.delivered, entry.failed), (0, 1));
+        assert!(entry.last_error.is_some());
     }
 
     #[tokio::test]
