@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::container::outcome;
 use crate::harness::{
     build_and_push, docker, docker_quiet, free_port, unique, Behaviour, Cleanup, Hoist, Registry, TOKEN,
 };
@@ -238,16 +239,6 @@ fn running_tasks(name: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn outcome(job: &Value, name: &str) -> Value {
-    job["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in job {job}"))["outcome"]
-        .clone()
 }
 
 fn target_names(job: &Value) -> Vec<String> {

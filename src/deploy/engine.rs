@@ -533,10 +533,7 @@ impl Engine {
         for label in labels::OPT_IN {
             let options = ListContainersOptions {
                 all: true,
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("{label}=true")],
-                )])),
+                filters: Some(opt_in_filter(label)),
                 ..Default::default()
             };
             let found = self
@@ -768,6 +765,12 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
         Ok(found.into_iter().find_map(|c| c.id))
     }
+}
+
+/// The list filter for objects that carry `label=true` (one label: several
+/// `label` values would all have to match).
+fn opt_in_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{label}=true")])])
 }
 
 /// The repository part of a reference as the engine names it (`host/repo`),
@@ -1010,10 +1013,7 @@ impl Engine {
         let mut services: Vec<ServiceDetails> = Vec::new();
         for label in labels::OPT_IN {
             let options = ListServicesOptions {
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("{label}=true")],
-                )])),
+                filters: Some(opt_in_filter(label)),
                 ..Default::default()
             };
             let found = self
