@@ -1119,3 +1119,111 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::secret::Secret;
+
+    /// A stand-in engine on loopback: answers `/version` and service updates,
+    /// and hands over the head of every request it gets.
+    async fn fake_engine() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let heads = heads.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buffer.len() < end + 4 + length {
+                            continue;
+                        }
+                        buffer.drain(..end + 4 + length);
+                        let body = if head.contains("/version") {
+                            r#"{"ApiVersion":"1.41","MinAPIVersion":"1.12","Version":"20.10.24"}"#
+                        } else {
+                            r#"{"Warnings":null}"#
+                        };
+                        heads.send(head).ok();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("tcp://{addr}"), received)
+    }
+
+    #[tokio::test]
+    async fn registry_auth_reaches_the_engine_in_url_safe_base64() {
+        let (host, mut heads) = fake_engine().await;
+        let engine = Engine::connect(Some(&host)).await.unwrap();
+        let service = ServiceDetails::from_json(json!({
+            "ID": "svc1",
+            "Version": { "Index": 7 },
+            "Spec": { "Name": "web", "TaskTemplate": { "ContainerSpec": { "Image": "reg.test/web:1" } } }
+        }))
+        .unwrap();
+        let auth = RegistryAuth {
+            server: "reg.test".into(),
+            username: Some("deploy".into()),
+            password: Some(Secret::new("abc>>>def???".into())),
+            identity_token: None,
+        };
+        engine
+            .update_service_image(&service, "reg.test/web:1@sha256:abc", false, Some(&auth))
+            .await
+            .unwrap();
+        let update = loop {
+            let head = heads.recv().await.unwrap();
+            if head.starts_with("POST") {
+                break head;
+            }
+        };
+        assert!(update.contains("/services/svc1/update?version=7"), "{update}");
+        let header = update
+            .lines()
+            .find_map(|l| l.strip_prefix("x-registry-auth: "))
+            .unwrap_or_else(|| panic!("no X-Registry-Auth in {update}"));
+        let json = base64::engine::general_purpose::URL_SAFE.decode(header).unwrap();
+        let standard = base64::engine::general_purpose::STANDARD.encode(&json);
+        assert!(
+            standard.contains('+') || standard.contains('/'),
+            "the test needs a header that standard base64 would break"
+        );
+        let credentials: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(credentials["password"], "abc>>>def???");
+        assert_eq!(credentials["serveraddress"], "reg.test");
+    }
+}
