@@ -257,7 +257,11 @@ impl Forwarder {
             let result = self.send_once(&url, body).await;
             let now = Utc::now();
             match result {
-                Ok(()) => {
+                Ok(true) => {
+                    debug!(%peer, "The peer address is this hoist's own; not counted.");
+                    return;
+                }
+                Ok(false) => {
                     telemetry::forward("delivered");
                     debug!(%peer, image = %event.reference, digest = %event.digest.short(), "Update forwarded.");
                     let mut stats = self.stats();
@@ -289,8 +293,9 @@ impl Forwarder {
         }
     }
 
-    /// One attempt; the error says what went wrong and whether to try again.
-    async fn send_once(&self, url: &Url, body: &Forwarded) -> Result<(), (String, bool)> {
+    /// One attempt: `Ok(true)` when the peer turned out to be this hoist
+    /// itself; the error says what went wrong and whether to try again.
+    async fn send_once(&self, url: &Url, body: &Forwarded) -> Result<bool, (String, bool)> {
         let mut request = self
             .http
             .post(url.clone())
@@ -305,7 +310,8 @@ impl Forwarder {
             .map_err(|e| (format!("cannot reach the peer: {}", error_chain(&e)), true))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            return Ok(answer["own"].as_bool().unwrap_or(false));
         }
         let text = response.text().await.unwrap_or_default();
         let retry = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
@@ -575,6 +581,26 @@ mod tests {
         let entry = &stats.peers["dns:hoist-peers.invalid:8080"];
         assert_eq!((entry.delivered, entry.failed), (0, 1));
         assert!(entry.last_error.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_forward_that_reaches_this_very_hoist_is_dropped_and_not_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let own = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (mut state, mut rx) = state(4);
+        let peers = Peers {
+            urls: vec![own],
+            dns: None,
+        };
+        state.forwarder = Forwarder::new("me".into(), peers, state.token.clone(), 1).unwrap();
+        let forwarder = state.forwarder.clone();
+        let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        forwarder.forward(&event()).await;
+        server.abort();
+        let stats = forwarder.stats();
+        assert!(stats.peers.is_empty(), "its own address is not listed as a peer");
+        assert_eq!((stats.own_dropped, stats.received), (1, 0));
+        assert!(rx.try_recv().is_err(), "the runner got nothing twice");
     }
 
     #[tokio::test]
