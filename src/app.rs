@@ -26,11 +26,13 @@ use crate::config::Config;
 use crate::deploy::container;
 use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
+use crate::deploy::service::ServiceSettings;
 use crate::deploy::StepLog;
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
 use crate::source::webhook::{self, IntakeState};
+use crate::swarm::{adopt, forward};
 use crate::target::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::telemetry;
 
@@ -49,6 +51,8 @@ pub enum StartError {
     Notify(#[from] NotifyError),
     #[error("{0}")]
     Journal(#[from] JournalError),
+    #[error("cannot build the client that forwards updates to peers: {0}")]
+    Forwarder(#[from] reqwest::Error),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -83,7 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = &'static str>) -
 /// Starts every stage and returns once the server listens and the target
 /// index has had its first sync.
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect(config.docker_host.as_deref()).await?;
     engine.ping().await?;
     info!(api_version = %engine.api_version(), "Connected to the docker engine.");
     let listener = TcpListener::bind(config.listen)
@@ -135,7 +139,20 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         }
     }
 
-    let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
+    // Webhook → tee (which also forwards to peers) → runner; forwarded events
+    // from peers go to the runner directly, so they are never forwarded again.
+    let (jobs_tx, intake_rx) = mpsc::channel(config.queue_capacity);
+    let (runner_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
+    let token = config.webhook_token.clone().map(Arc::new);
+    let forwarder = forward::Forwarder::new(
+        forward::new_instance_id(),
+        config.swarm.peers.clone(),
+        token.clone(),
+        config.swarm.forward_attempts,
+    )?;
+    if !config.swarm.peers.is_empty() {
+        info!(peers = %config.swarm.peers, "Updates are forwarded to peer hoists.");
+    }
     let runner = Runner::new(
         engine.clone(),
         config.registry_aliases.clone(),
@@ -147,6 +164,12 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             max_parallel: config.max_parallel,
             pause_after,
             remove_old_images: config.remove_old_images,
+            service: ServiceSettings {
+                deadline: config.swarm.service_deadline,
+                docker_config: config.swarm.docker_config.clone(),
+                ..ServiceSettings::default()
+            },
+            services: config.swarm.services,
         },
         snapshot_rx.clone(),
         journal.clone(),
@@ -156,13 +179,22 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         },
     );
     let jobs = TaskTracker::new();
+    let adopt_task = tokio::spawn(adopt::run(
+        engine.clone(),
+        runner.clone(),
+        config.swarm.services,
+        stop.child_token(),
+    ));
     let runner_task = tokio::spawn(runner.run(jobs_rx, jobs.clone(), CancellationToken::new()));
+    let peers = (!config.swarm.peers.is_empty()).then(|| forwarder.clone());
+    let forward_all = peers.is_some();
+    tokio::spawn(forward::run(intake_rx, runner_tx.clone(), peers, jobs.clone()));
     if !unfinished.is_empty() {
         info!(
             jobs = unfinished.len(),
             "Running again the jobs that were not finished."
         );
-        let requeue = jobs_tx.clone();
+        let requeue = runner_tx.clone();
         tokio::spawn(async move {
             for job in unfinished {
                 if requeue.send(job).await.is_err() {
@@ -174,14 +206,23 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
 
     let intake_stopping = CancellationToken::new();
     let app = webhook::router(IntakeState {
-        token: config.webhook_token.clone().map(Arc::new),
+        token: token.clone(),
         jobs: jobs_tx,
         journal: journal.clone(),
         snapshot: snapshot_rx.clone(),
         aliases: config.registry_aliases.clone(),
+        forward_all,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
     })
+    .merge(forward::router(forward::ForwardState {
+        token,
+        jobs: runner_tx,
+        journal: journal.clone(),
+        stopping: intake_stopping.clone(),
+        max_body_bytes: config.max_body_bytes,
+        forwarder,
+    }))
     .merge(api::router(ApiState {
         engine: engine.clone(),
         snapshot: snapshot_rx,
@@ -214,6 +255,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(running = jobs.len(), grace = ?grace, "Jobs still running after the shutdown grace period.");
         }
         watch_task.abort();
+        adopt_task.abort();
         // 3. messages of finished jobs still go out, each briefly.
         notifier.shutdown(std::time::Duration::from_secs(10)).await;
         info!("Stopped.");

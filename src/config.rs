@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::event::Aliases;
 use crate::notify::NotifyConfig;
 use crate::secret::Secret;
+use crate::swarm::SwarmConfig;
 
 /// Where configuration values come from.
 pub trait Vars {
@@ -201,6 +202,8 @@ pub struct Config {
     pub webhook_token: Option<Secret<String>>,
     /// `HOIST_REGISTRY_ALIASES`: host names that are one registry.
     pub registry_aliases: Aliases,
+    /// `DOCKER_HOST`: the engine to manage (`unix://...` or `tcp://...`); the local socket when unset.
+    pub docker_host: Option<String>,
     /// `HOIST_STATE_DIR`: where the history is kept.
     pub state_dir: PathBuf,
     /// `HOIST_MAX_BODY_BYTES`: larger webhook bodies get 413.
@@ -215,6 +218,8 @@ pub struct Config {
     /// `HOIST_SHUTDOWN_GRACE`: how long running updates get to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub notify: NotifyConfig,
+    /// Services, peers and forwarding (`HOIST_SERVICES`, `HOIST_PEERS`, ...; see `swarm`).
+    pub swarm: SwarmConfig,
     pub log_format: LogFormat,
     /// `HOIST_REMOVE_OLD_IMAGES`: after a successful update, remove the image
     /// the container ran before if nothing else uses it.
@@ -240,6 +245,7 @@ pub mod keys {
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
     pub const FAULT_PAUSE_AFTER: &str = "HOIST_FAULT_PAUSE_AFTER";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
+    pub const DOCKER_HOST: &str = "DOCKER_HOST";
 }
 
 impl Config {
@@ -266,6 +272,7 @@ impl Config {
                 Aliases::default()
             }),
         };
+        let docker_host = r.string(keys::DOCKER_HOST);
         let state_dir = PathBuf::from(
             r.string(keys::STATE_DIR)
                 .unwrap_or_else(|| "/var/lib/hoist".into()),
@@ -292,6 +299,7 @@ impl Config {
         let notify = NotifyConfig::from_reader(&mut r);
         let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
+        let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -299,6 +307,7 @@ impl Config {
             listen,
             webhook_token,
             registry_aliases,
+            docker_host,
             state_dir,
             max_body_bytes,
             queue_capacity,
@@ -307,6 +316,7 @@ impl Config {
             stop_timeout,
             shutdown_grace,
             notify,
+            swarm,
             log_format,
             fault_pause_after,
             remove_old_images,

@@ -16,6 +16,9 @@
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
 //! - [`deploy`] changes what runs, and never leaves fewer containers running than before.
+//!   Swarm services are pinned to the pushed digest and rolled by Swarm itself.
+//! - [`swarm`] makes hoist a global service: only the leader manager's hoist
+//!   updates services, and every push is forwarded to every node's hoist.
 //! - [`notify`] and the journal's history (`/v1/history`) tell what happened.
 #![forbid(unsafe_code)]
 
@@ -30,6 +33,7 @@ pub mod job;
 pub mod matcher;
 pub mod notify;
 pub mod source;
+pub mod swarm;
 pub mod target;
 
 pub mod api;

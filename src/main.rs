@@ -25,21 +25,32 @@ Configuration (environment variables):
   HOIST_SHUTDOWN_GRACE     on SIGTERM, how long running updates get to finish [default: 60s]
   HOIST_REMOVE_OLD_IMAGES  true to remove an updated container's old image when unused [default: false]
   HOIST_LOG_FORMAT         text or json [default: text]; RUST_LOG sets the level
+  HOIST_SERVICES           leader: update labelled services when this engine leads the swarm;
+                           off: never [default: leader]
+  HOIST_SERVICE_DEADLINE   most time a service's rolling update (or rollback) gets [default: 10m]
+  HOIST_PEERS              http://host:port,... other hoists every update is forwarded to
+  HOIST_PEERS_DNS          name[:port] resolved to the other hoists before each forward,
+                           e.g. tasks.hoist_hoist in a stack [port: this hoist's]
+  HOIST_FORWARD_ATTEMPTS   tries per peer before a forward is given up and reported [default: 5]
+  HOIST_DOCKER_CONFIG      docker config.json whose registry credentials go with service updates
+                           [default: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json]
   HOIST_SLACK_WEBHOOK_URL, HOIST_TEAMS_WEBHOOK_URL, HOIST_SMTP_URL, HOIST_EMAIL_FROM, HOIST_EMAIL_TO
                            notification channels (see the README)
   DOCKER_HOST              the engine to manage [default: the local socket]
 
-Labels on containers:
-  hoist.enable=true               update this container when its image tag is pushed
+Labels on containers (and on Swarm services: deploy labels):
+  hoist.enable=true               update this container or service when its image tag is pushed
   registry-docker-updater=true    the same (older name)
   hoist.monitor-only=true         only report that an update is available
   hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
+                                  (HOIST_SERVICE_DEADLINE for a service)
 
 Endpoints:
   POST /v1/hooks/distribution     Docker Distribution (registry:2) notifications
   POST /v1/hooks/harbor           Harbor webhooks (Default and CloudEvents formats)
-  GET  /healthz  /metrics  /v1/targets  /v1/history";
+  POST /v1/hooks/forwarded        updates forwarded by peer hoists (X-Hoist-Forwarded: 1)
+  GET  /healthz  /metrics  /v1/targets  /v1/history  /v1/peers";
 
 /// hoist redeploys the containers that run an image tag as soon as a new
 /// image is pushed to that tag, and rolls back when the new one does not come up.

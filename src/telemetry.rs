@@ -18,6 +18,7 @@ pub const PUSH_TO_HEALTHY: &str = "hoist_push_to_healthy_seconds";
 pub const JOB_DURATION: &str = "hoist_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
 pub const QUEUE_FULL: &str = "hoist_queue_full_total";
+pub const FORWARDS: &str = "hoist_forwards_total";
 
 /// Installs the log subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
@@ -81,4 +82,10 @@ pub fn step_reached(step: &str, received_at: DateTime<Utc>) {
         "verified" => metrics::histogram!(PUSH_TO_HEALTHY).record(since_push),
         _ => {}
     }
+}
+
+/// One forward of an update to a peer hoist ended; `outcome` is `delivered`,
+/// `retried` (an attempt failed, another follows) or `failed` (given up).
+pub fn forward(outcome: &'static str) {
+    metrics::counter!(FORWARDS, "outcome" => outcome).increment(1);
 }

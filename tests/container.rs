@@ -21,7 +21,8 @@ async fn setup(extra: &[(&str, &str)]) -> (Hoist, Registry, String) {
     (hoist, registry, tag)
 }
 
-fn outcome(job: &Value, name: &str) -> Value {
+/// The outcome of `name` in a job of `/v1/history`.
+pub(crate) fn outcome(job: &Value, name: &str) -> Value {
     job["targets"]
         .as_array()
         .unwrap()

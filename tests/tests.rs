@@ -15,5 +15,7 @@ mod notify;
 mod recovery;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
+/// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
+mod swarm;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.
 mod webhook;

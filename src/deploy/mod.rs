@@ -2,11 +2,15 @@
 //!
 //! `engine` is the only place bollard appears. `container` recreates a
 //! standalone container with its configuration intact and rolls back when the
-//! new one does not come up; `health` decides whether it came up.
+//! new one does not come up; `health` decides whether it came up. `service`
+//! pins a Swarm service to the pushed digest and follows Swarm's own rolling
+//! update to its end.
 
 pub mod container;
+pub mod credentials;
 pub mod engine;
 pub mod health;
+pub mod service;
 
 use std::fmt;
 

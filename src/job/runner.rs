@@ -20,11 +20,13 @@ use tracing::{debug, error, info, warn};
 use super::{Job, JobId, Journal};
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
+use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::{Outcome, StepLog};
 use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
-use crate::target::{IndexSnapshot, Target};
+use crate::swarm::{self, ServicesMode};
+use crate::target::{IndexSnapshot, Target, TargetKind};
 use crate::telemetry;
 
 /// What the runner needs besides its channels.
@@ -37,6 +39,10 @@ pub struct RunnerSettings {
     pub pause_after: Option<Arc<str>>,
     /// Remove an updated target's old image when nothing uses it (`HOIST_REMOVE_OLD_IMAGES`).
     pub remove_old_images: bool,
+    /// How Swarm services are updated and followed.
+    pub service: ServiceSettings,
+    /// Whether this hoist updates Swarm services (when its engine leads the swarm).
+    pub services: ServicesMode,
 }
 
 /// Called with every finished job's report (the notifiers' entry point).
@@ -129,7 +135,9 @@ impl Runner {
             return;
         };
         let snapshot = self.snapshot.borrow().clone();
-        let targets = matching_targets(event, &snapshot, &self.aliases);
+        let targets = self
+            .acting_on(matching_targets(event, &snapshot, &self.aliases))
+            .await;
         if targets.is_empty() {
             debug!(image = %event.reference, "No target runs this image.");
             self.close(job.id, "no_target", None).await;
@@ -154,6 +162,62 @@ impl Runner {
                 }
             }
         }
+        self.record(job.id, event, reports, new_image, started_at, clock)
+            .await;
+    }
+
+    /// Follows, to its end, a service update that another hoist started (the
+    /// swarm's leader before this one), and reports it as a job of its own.
+    /// `event` names the tag and the digest the update goes to; `image` is the
+    /// service's pinned image of that digest.
+    pub async fn adopt(&self, event: ImageEvent, target: Target, image: String) {
+        let Some(key) = self.aliases.key(&event.reference) else {
+            return;
+        };
+        let key_lock = lock(&self.key_locks).entry(key).or_default().clone();
+        let _key_guard = key_lock.lock().await;
+        // Journaled like any job, so it is in the history and survives restarts.
+        let id = match self.journal.accept(&event).await {
+            Ok(crate::job::journal::Acceptance::New(id)) => id,
+            Ok(crate::job::journal::Acceptance::Duplicate(_)) => return,
+            Err(e) => {
+                warn!(error = %e, "Cannot journal a followed service update; following it anyway.");
+                JobId(0)
+            }
+        };
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        info!(service = %target.name, %image, "Following a service update started before this hoist led the swarm.");
+        let settings = self.service_settings_for(&target);
+        let outcome = service::follow(&self.engine, &target.id.0, &image, None, &settings).await;
+        let reports = vec![report_for(&target, outcome, None)];
+        self.record(id, &event, reports, None, started_at, clock).await;
+    }
+
+    /// Without the leader's role, service targets are left to the hoist that has it.
+    async fn acting_on(&self, targets: Vec<Target>) -> Vec<Target> {
+        if !targets.iter().any(|t| t.kind == TargetKind::Service)
+            || swarm::acts_on_services(&self.engine, self.settings.services).await
+        {
+            return targets;
+        }
+        debug!("Not the swarm's leader (or services are off): services are left to the leader's hoist.");
+        targets
+            .into_iter()
+            .filter(|t| t.kind != TargetKind::Service)
+            .collect()
+    }
+
+    /// Reports a finished job: journal (history), metrics, logs and notifiers.
+    async fn record(
+        &self,
+        id: JobId,
+        event: &ImageEvent,
+        reports: Vec<TargetReport>,
+        new_image: Option<ImageDetails>,
+        started_at: chrono::DateTime<Utc>,
+        clock: Instant,
+    ) {
         let label = |key: &str| new_image.as_ref().and_then(|image| image.label(key));
         let notification = Notification {
             image: event.reference.clone(),
@@ -178,8 +242,8 @@ impl Runner {
             "Update finished."
         );
         let mut report = serde_json::to_value(&notification).unwrap_or_default();
-        report["job"] = serde_json::json!(job.id);
-        self.close(job.id, "done", Some(report)).await;
+        report["job"] = serde_json::json!(id);
+        self.close(id, "done", Some(report)).await;
         (self.on_finished)(&notification);
     }
 
@@ -203,7 +267,11 @@ impl Runner {
         };
         // Targets may name the registry differently (aliases); each name is pulled as the target names it.
         let mut pulled: HashMap<String, Result<ImageDetails, String>> = HashMap::new();
-        for target in targets.iter().filter(|t| !t.monitor_only) {
+        // Services are pulled by Swarm on the nodes that run them, not here.
+        for target in targets
+            .iter()
+            .filter(|t| !t.monitor_only && t.kind == TargetKind::Container)
+        {
             let repository = engine_repository(&target.image);
             if pulled.contains_key(&repository) {
                 continue;
@@ -228,6 +296,11 @@ impl Runner {
                     if target.monitor_only {
                         info!(container = %target.name, image = %event.reference, "Update available; monitor-only, not applied.");
                         return report(&target, Outcome::MonitorOnly, None);
+                    }
+                    if target.kind == TargetKind::Service {
+                        let settings = self.service_settings_for(&target);
+                        let done = service::update(&self.engine, &target.id.0, &event.digest, &settings).await;
+                        return report(&target, done.outcome, done.old_digest);
                     }
                     let repository = engine_repository(&target.image);
                     match pulled.get(&repository) {
@@ -316,6 +389,27 @@ impl Runner {
             settings.health.deadline = deadline;
         }
         settings
+    }
+
+    /// The service settings with the target's `hoist.health.deadline` applied
+    /// (for a service: the most time its rolling update gets).
+    fn service_settings_for(&self, target: &Target) -> ServiceSettings {
+        let mut settings = self.settings.service.clone();
+        if let Some(deadline) = target.options.health_deadline {
+            settings.deadline = deadline;
+        }
+        settings
+    }
+}
+
+/// One target's line in a job's report.
+fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event::Digest>) -> TargetReport {
+    TargetReport {
+        name: target.name.clone(),
+        compose_project: target.compose_project.clone(),
+        compose_service: target.compose_service.clone(),
+        old_digest,
+        outcome,
     }
 }
 

@@ -45,6 +45,9 @@ pub struct IntakeState {
     /// The target index, to skip journaling pushes that no target runs.
     pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
     pub aliases: Aliases,
+    /// Peers are configured: every update is queued (and so forwarded), even
+    /// one that no local target runs.
+    pub forward_all: bool,
     /// Cancelled when shutdown starts: from then on the route answers 503.
     pub stopping: CancellationToken,
     pub max_body_bytes: usize,
@@ -199,7 +202,7 @@ async fn receive(
     let snapshot = state.snapshot.borrow().clone();
     let wanted: Vec<ImageEvent> = updates
         .into_iter()
-        .filter(|u| !matching_targets(u, &snapshot, &state.aliases).is_empty())
+        .filter(|u| state.forward_all || !matching_targets(u, &snapshot, &state.aliases).is_empty())
         .collect();
     // Room for every job of the request, or none: the sender retries the whole request.
     let permits = match state.jobs.try_reserve_many(wanted.len()) {
@@ -259,7 +262,12 @@ async fn receive(
 }
 
 fn authorized(state: &IntakeState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else { return true };
+    bearer_matches(state.token.as_deref(), headers)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (always, without a token).
+pub(crate) fn bearer_matches(token: Option<&Secret<String>>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else { return true };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -99,6 +99,7 @@ mod tests {
             options: TargetOptions::default(),
             compose_project: None,
             compose_service: None,
+            kind: crate::target::TargetKind::Container,
         }
     }
 

@@ -23,6 +23,8 @@ pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 /// The image ID compose v2 recorded at `up`; kept in step by an update.
 pub const COMPOSE_IMAGE: &str = "com.docker.compose.image";
+/// The stack a Swarm service belongs to (`docker stack deploy`).
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
 
 pub fn is_opt_in(key: &str) -> bool {
     OPT_IN.contains(&key)

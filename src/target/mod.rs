@@ -14,19 +14,33 @@ use crate::event::ImageRef;
 pub use index::{IndexSnapshot, TargetIndex};
 pub use labels::TargetOptions;
 
-/// A container's ID, as the engine gives it.
+/// A container's or service's ID, as the engine gives it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct TargetId(pub String);
 
-/// One labelled container.
+/// What a target is, and so how it is updated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A standalone container, recreated by `deploy::container`.
+    #[default]
+    Container,
+    /// A Swarm service, updated by `deploy::service` (on the leader manager only).
+    Service,
+}
+
+/// One labelled container or Swarm service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Target {
     pub id: TargetId,
+    pub kind: TargetKind,
     pub name: String,
-    /// The image reference the container was started with, normalised.
+    /// The image reference the container was started with, normalised. For a
+    /// service, its spec image without the digest (`repo:tag`), so that it is
+    /// matched by tag although Swarm pins it.
     pub image: ImageRef,
-    /// The ID of the image it runs now.
+    /// The ID of the image it runs now; for a service, the digest its spec is pinned to.
     pub image_id: String,
     pub running: bool,
     pub monitor_only: bool,

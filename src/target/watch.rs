@@ -1,9 +1,12 @@
 //! The watch task: keeps the target index current from the engine.
 //!
-//! At start it lists every labelled container; then it follows the engine's
-//! event stream, re-inspecting a container whenever it changes. When the
+//! At start it lists every labelled container (and, on a swarm manager, every
+//! labelled service: `swarm::discovery`); then it follows the engine's event
+//! streams, re-inspecting a container or service whenever it changes. When a
 //! stream drops (engine restart), it reconnects with backoff and resyncs from
-//! a full list, because events missed meanwhile are gone.
+//! a full list, because events missed meanwhile are gone. It resyncs too when
+//! the engine joins, leaves or is promoted in a swarm (checked every
+//! [`ROLE_CHECK`]), since services can be listed on managers only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +17,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE};
-use super::{IndexSnapshot, Target, TargetId, TargetIndex, PARKED_SUFFIX};
-use crate::deploy::engine::{ContainerDetails, Engine, EngineError};
+use super::{IndexSnapshot, Target, TargetId, TargetIndex, TargetKind, PARKED_SUFFIX};
+use crate::deploy::engine::{ContainerDetails, Engine, EngineError, EngineEvent, ServiceEvent};
 use crate::event::ImageRef;
+use crate::swarm::discovery;
+
+/// How often the swarm role is checked for a change that needs a resync.
+pub const ROLE_CHECK: Duration = Duration::from_secs(30);
+
+/// A change from either event stream.
+enum Change {
+    Container(EngineEvent),
+    Service(ServiceEvent),
+}
 
 /// Turns an inspected container into a target, or says why it is not one.
 pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
@@ -34,6 +47,7 @@ pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
     let image = ImageRef::parse(details.image_reference()).map_err(|e| e.to_string())?;
     Ok(Target {
         id: TargetId(details.id().to_string()),
+        kind: TargetKind::Container,
         name: details.name().to_string(),
         image,
         image_id: details.image_id().to_string(),
@@ -45,7 +59,7 @@ pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
     })
 }
 
-/// Lists and inspects every labelled container.
+/// Lists and inspects every labelled container, and every labelled service on a manager.
 pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
     let ids = engine.list_labelled_ids().await?;
     let mut targets = Vec::with_capacity(ids.len());
@@ -63,7 +77,13 @@ pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
             Err(e) => return Err(e),
         }
     }
+    targets.extend(discovery::list_targets(engine).await?);
     Ok(targets)
+}
+
+/// Whether the engine is a swarm manager; `None` when it cannot be told.
+async fn is_manager(engine: &Engine) -> Option<bool> {
+    engine.swarm_role().await.ok().map(|role| role.manager)
 }
 
 /// Runs until `cancel` fires, publishing a new snapshot after every change.
@@ -76,7 +96,13 @@ pub async fn run(
     let mut backoff = Duration::from_millis(250);
     loop {
         // Subscribe before listing, so a change made during the list is not missed.
-        let mut events = Box::pin(engine.container_events());
+        let mut events = Box::pin(futures_util::stream::select(
+            engine.container_events().map(|e| e.map(Change::Container)),
+            engine.service_events().map(|e| e.map(Change::Service)),
+        ));
+        let manager = is_manager(&engine).await;
+        let mut role_check = tokio::time::interval(ROLE_CHECK);
+        role_check.tick().await;
         match list_targets(&engine).await {
             Ok(targets) => {
                 let count = targets.len();
@@ -99,11 +125,24 @@ pub async fn run(
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
                 next = events.next() => next,
+                _ = role_check.tick() => {
+                    let now = is_manager(&engine).await;
+                    if now.is_some() && now != manager {
+                        info!(manager = ?now, "The engine's swarm role changed; resyncing the targets.");
+                        break;
+                    }
+                    continue;
+                }
             };
             match next {
-                Some(Ok(event)) => {
+                Some(Ok(Change::Container(event))) => {
                     debug!(container = %event.container_id, action = %event.action, "Engine event.");
                     apply_event(&engine, &mut index, &event.container_id, &event.action).await;
+                    publish.send_replace(index.snapshot());
+                }
+                Some(Ok(Change::Service(event))) => {
+                    debug!(service = %event.service_id, action = %event.action, "Service event.");
+                    discovery::apply_event(&engine, &mut index, &event).await;
                     publish.send_replace(index.snapshot());
                 }
                 Some(Err(e)) => {
