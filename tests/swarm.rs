@@ -465,14 +465,32 @@ async fn a_spec_changed_out_of_band_before_the_event_is_kept_and_still_updated()
     // The push's notification and an operator's change race: whichever spec
     // version hoist reads, the change must survive and the digest must land.
     let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
-    docker(&[
-        "service",
-        "update",
-        "--detach",
-        "--env-add",
-        "OPERATOR=was-here",
-        &name,
-    ]);
+    // The operator's CLI can lose the race too ("update out of sequence");
+    // like an operator, it tries again.
+    let mut attempts = 0;
+    loop {
+        let output = std::process::Command::new("docker")
+            .args([
+                "service",
+                "update",
+                "--detach",
+                "--env-add",
+                "OPERATOR=was-here",
+                &name,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        if output.status.success() {
+            break;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 10 && stderr.contains("out of sequence"),
+            "docker service update failed: {stderr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let job = hoist.wait_for_job(&tag, &new_digest, JOB_WAIT).await;
     assert_eq!(outcome(&job, &name)["result"], "updated", "{job}");
     let spec = service(&name)["Spec"].clone();
