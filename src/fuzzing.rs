@@ -1,17 +1,56 @@
-//! The properties the fuzz targets check, shared by all of them.
+//! Properties of the parsers of untrusted input, for fuzzing.
 //!
-//! Every check panics on a violation, which libFuzzer reports as a crash and
-//! saves under `artifacts/<target>/`.
+//! Compiled only for the unit tests and under `--cfg fuzzing` (which
+//! cargo-fuzz passes): the fuzz targets in `tests/fuzz/` call the entry points
+//! [`distribution`], [`harbor`], [`reference`] and [`aliases`] with the
+//! fuzzer's bytes, and the property tests in `source::fuzz_tests` call the same
+//! functions with generated inputs. Every check panics on a violation, which
+//! libFuzzer reports as a crash (saving the input under
+//! `tests/fuzz/artifacts/<target>/`) and proptest shrinks to a minimal case.
 
-use hoist::event::{Aliases, Digest, ImageRef, SourceKind};
-use hoist::source::{Action, RegistryEvent};
+use crate::event::{Aliases, Digest, ImageRef, SourceKind};
+use crate::source::{self, Action, RegistryEvent};
+
+/// Fuzz entry point: a Distribution notification body.
+pub fn distribution(data: &[u8]) {
+    match source::distribution::parse(data) {
+        Ok(events) => check_events(&events, SourceKind::Distribution),
+        Err(error) => {
+            assert!(!error.to_string().is_empty(), "an empty error message");
+        }
+    }
+}
+
+/// Fuzz entry point: a Harbor webhook body.
+pub fn harbor(data: &[u8]) {
+    match source::harbor::parse(data) {
+        Ok(events) => check_events(&events, SourceKind::Harbor),
+        Err(error) => {
+            assert!(!error.to_string().is_empty(), "an empty error message");
+        }
+    }
+}
+
+/// Fuzz entry point: an image reference (and a digest).
+pub fn reference(data: &[u8]) {
+    check_reference_text(&text(data));
+}
+
+/// Fuzz entry point: `HOIST_REGISTRY_ALIASES`, a newline, and a reference.
+pub fn aliases(data: &[u8]) {
+    check_aliases_text(&text(data));
+}
 
 /// Default hosts every parsed event is also judged with: none (production),
 /// a plain host, and a mixed-case host with a port.
 const DEFAULT_HOSTS: [Option<&str>; 3] = [None, Some("registry.example.test"), Some("LocalHost:5000")];
 
 /// Docker Hub's other names, as `event::reference` folds them.
-const DOCKER_HUB_ALIASES: [&str; 3] = ["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
+const DOCKER_HUB_ALIASES: [&str; 3] = [
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
 
 /// A fuzz input as text: the bytes themselves when they are UTF-8, else a
 /// lossy copy (so non-UTF-8 inputs still exercise the parser).
@@ -23,7 +62,7 @@ pub fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
 /// (`into_update`), under each default host.
 pub fn check_events(events: &[RegistryEvent], source: SourceKind) {
     for event in events {
-        let _ = format!("{event:?}");
+        assert!(!format!("{event:?}").is_empty());
         for default_host in DEFAULT_HOSTS {
             check_update(event, source, default_host);
         }
@@ -35,7 +74,7 @@ pub fn check_update(event: &RegistryEvent, source: SourceKind, default_host: Opt
     let update = match event.clone().into_update(source, default_host) {
         Ok(update) => update,
         Err(ignored) => {
-            let _ = ignored.to_string();
+            assert!(!ignored.to_string().is_empty(), "an empty reason");
             return;
         }
     };
@@ -58,10 +97,18 @@ pub fn check_update(event: &RegistryEvent, source: SourceKind, default_host: Opt
         "repository changed: {}",
         context()
     );
-    // ...on the registry the event (or else the default) named.
-    if let Some(host) = event.registry_host.as_deref().or(default_host) {
-        assert_eq!(reference.registry(), canonical_host(host), "registry changed: {}", context());
-    }
+    // ...on the registry the event (or else the default) named; no host is Docker Hub.
+    let host = event
+        .registry_host
+        .as_deref()
+        .or(default_host)
+        .unwrap_or("docker.io");
+    assert_eq!(
+        reference.registry(),
+        canonical_host(host),
+        "registry changed: {}",
+        context()
+    );
 }
 
 /// A host lower-cased, with Docker Hub's other names folded into `docker.io`.
@@ -78,14 +125,25 @@ pub fn canonical_host(host: &str) -> String {
 /// and it is normalised.
 pub fn check_image_ref(reference: &ImageRef) {
     let shown = reference.to_string();
-    assert_eq!(ImageRef::parse(&shown).as_ref(), Ok(reference), "{shown:?} does not round-trip");
+    assert_eq!(
+        ImageRef::parse(&shown).as_ref(),
+        Ok(reference),
+        "{shown:?} does not round-trip"
+    );
     assert!(
         reference.tag().is_some() || reference.digest().is_some(),
         "{shown:?}: neither tag nor digest"
     );
     let registry = reference.registry();
-    assert_eq!(registry, registry.to_ascii_lowercase(), "{shown:?}: registry not lower-case");
-    assert!(!DOCKER_HUB_ALIASES.contains(&registry), "{shown:?}: Docker Hub alias kept");
+    assert_eq!(
+        registry,
+        registry.to_ascii_lowercase(),
+        "{shown:?}: registry not lower-case"
+    );
+    assert!(
+        !DOCKER_HUB_ALIASES.contains(&registry),
+        "{shown:?}: Docker Hub alias kept"
+    );
     assert!(
         registry.len() + 1 + reference.repository().len() <= 255,
         "{shown:?}: name too long"
@@ -114,7 +172,7 @@ pub fn check_reference_text(text: &str) {
             }
         }
         Err(error) => {
-            let _ = error.to_string();
+            assert!(!error.to_string().is_empty(), "an empty error message");
         }
     }
     match Digest::parse(text) {
@@ -125,7 +183,7 @@ pub fn check_reference_text(text: &str) {
             assert_eq!(Digest::parse(digest.as_str()).as_ref(), Ok(&digest));
         }
         Err(error) => {
-            let _ = error.to_string();
+            assert!(!error.to_string().is_empty(), "an empty error message");
         }
     }
 }
@@ -137,17 +195,25 @@ pub fn check_aliases_text(text: &str) {
     let aliases = match Aliases::parse(spec) {
         Ok(aliases) => aliases,
         Err(error) => {
-            let _ = error.to_string();
+            assert!(!error.to_string().is_empty(), "an empty error message");
             return;
         }
     };
-    assert_eq!(Aliases::parse(spec).as_ref(), Ok(&aliases), "{spec:?}: not deterministic");
+    assert_eq!(
+        Aliases::parse(spec).as_ref(),
+        Ok(&aliases),
+        "{spec:?}: not deterministic"
+    );
     for entry in spec.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
         let (name, alias) = entry.split_once('=').expect("a parsed entry has an '='");
         let (name, alias) = (canonical_host(name), canonical_host(alias));
         // Every alias maps to its name, and no name is itself an alias.
         assert_eq!(aliases.canonical(&alias), name, "{spec:?}: alias {alias:?}");
-        assert_eq!(aliases.canonical(&name), name, "{spec:?}: name {name:?} is an alias");
+        assert_eq!(
+            aliases.canonical(&name),
+            name,
+            "{spec:?}: name {name:?} is an alias"
+        );
         assert_ne!(alias, name, "{spec:?}");
     }
     if let Ok(reference) = ImageRef::parse(reference) {
