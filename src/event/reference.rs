@@ -19,8 +19,9 @@
 //!   counts only the path, and 2.8, which counts the name as written).
 //! * A tag and a digest may both be given; both are kept (Display writes
 //!   `name:tag@digest`).
-//! * A bare 64-hex string (an image ID) and a bare digest such as
-//!   `sha256:<hex>` are rejected: neither names a repository.
+//! * A bare 64-hex string (an image ID) and a bare `sha256:` or `sha512:`
+//!   digest are rejected: neither names a repository. Any other `name:<hex>`
+//!   is a name and a tag, such as a commit id (`app:3f1c2e4d…`).
 //! * Digests are checked by [`Digest::parse`], which is stricter than the
 //!   reference grammar (lower-case hex of the algorithm's exact length).
 
@@ -83,7 +84,7 @@ impl ImageRef {
         let invalid = |why: String| invalid(text, why);
         // Everything below may index bytes: only ASCII gets past this check.
         check_graphic_ascii(text).map_err(invalid)?;
-        if !text.contains(['/', '@']) && Digest::parse(text).is_ok() {
+        if !text.contains(['/', '@']) && is_bare_digest(text) {
             return Err(invalid(
                 "a digest alone names no repository; write name@digest".to_string(),
             ));
@@ -292,6 +293,13 @@ fn canonical_host(host: &str) -> String {
     } else {
         host
     }
+}
+
+/// `sha256:<64 hex>` or `sha512:<128 hex>`. Any other `name:<hex>` is a name
+/// and a tag: tags that are commit ids (`app:3f1c2e4d…`, 40 hex) are common,
+/// and [`Digest::parse`] would take `app` for an algorithm.
+fn is_bare_digest(text: &str) -> bool {
+    matches!(text.split_once(':'), Some(("sha256" | "sha512", _))) && Digest::parse(text).is_ok()
 }
 
 fn is_image_id(text: &str) -> bool {
@@ -761,6 +769,29 @@ mod tests {
             parsed > 100,
             "the generator should produce some valid references ({parsed})"
         );
+    }
+
+    #[test]
+    fn commit_id_tags_are_tags_not_digests() {
+        // Found by the reference property tests: `name:<32+ hex>` was taken for
+        // a digest of algorithm `name` and rejected.
+        let sha1 = "3f1c2e4d5b6a79808182838485868788898a8b8c";
+        for text in [
+            format!("myapp:{sha1}"),
+            format!("my-app:{}", &HEX[..32]),
+            format!("app:{HEX}"),
+            format!("sha1:{sha1}"),
+        ] {
+            let (name, tag) = text.split_once(':').unwrap();
+            let r = ImageRef::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(r.repository(), format!("library/{name}"), "{text}");
+            assert_eq!(r.tag(), Some(tag), "{text}");
+            assert_eq!(r.digest(), None, "{text}");
+        }
+        for text in [format!("sha256:{HEX}"), format!("sha512:{HEX}{HEX}")] {
+            let err = ImageRef::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("digest alone"), "{text}: {err}");
+        }
     }
 
     #[test]
