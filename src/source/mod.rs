@@ -7,6 +7,8 @@
 //! pushed under a tag. `webhook` is the HTTP route that calls the parsers.
 
 pub mod distribution;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod harbor;
 pub mod webhook;
 
