@@ -39,5 +39,10 @@ pub mod target;
 pub mod api;
 pub mod app;
 
+/// Properties of the parsers of untrusted input, for the fuzz targets and property tests.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use app::{run, start, RunningApp, StartError};
 pub use config::{Config, ConfigError};

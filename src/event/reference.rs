@@ -19,8 +19,9 @@
 //!   counts only the path, and 2.8, which counts the name as written).
 //! * A tag and a digest may both be given; both are kept (Display writes
 //!   `name:tag@digest`).
-//! * A bare 64-hex string (an image ID) and a bare digest such as
-//!   `sha256:<hex>` are rejected: neither names a repository.
+//! * A bare 64-hex string (an image ID) and a bare `sha256:` or `sha512:`
+//!   digest are rejected: neither names a repository. Any other `name:<hex>`
+//!   is a name and a tag, such as a commit id (`app:3f1c2e4d…`).
 //! * Digests are checked by [`Digest::parse`], which is stricter than the
 //!   reference grammar (lower-case hex of the algorithm's exact length).
 
@@ -82,17 +83,8 @@ impl ImageRef {
         }
         let invalid = |why: String| invalid(text, why);
         // Everything below may index bytes: only ASCII gets past this check.
-        if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
-            let why = if c.is_whitespace() {
-                "contains whitespace".to_string()
-            } else if c.is_control() {
-                format!("contains the control character {c:?}")
-            } else {
-                format!("contains the non-ASCII character {c:?}")
-            };
-            return Err(invalid(why));
-        }
-        if !text.contains(['/', '@']) && Digest::parse(text).is_ok() {
+        check_graphic_ascii(text).map_err(invalid)?;
+        if !text.contains(['/', '@']) && is_bare_digest(text) {
             return Err(invalid(
                 "a digest alone names no repository; write name@digest".to_string(),
             ));
@@ -115,37 +107,41 @@ impl ImageRef {
             ));
         }
         let (domain, path) = split_domain(name);
-        let registry = match domain {
-            Some(domain) => {
-                check_domain(domain).map_err(invalid)?;
-                canonical_host(domain)
-            }
-            None => DOCKER_HUB.to_string(),
-        };
-        check_path(path).map_err(invalid)?;
-        let repository = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path.to_string()
-        };
-        let length = registry.len() + 1 + repository.len();
-        if length > NAME_TOTAL_LENGTH_MAX {
-            return Err(invalid(format!(
-                "the name {registry}/{repository} is {length} characters long, \
-                 more than the {NAME_TOTAL_LENGTH_MAX} allowed"
-            )));
-        }
         let tag = match (tag, &digest) {
-            (Some(tag), _) => Some(tag.to_string()),
-            (None, None) => Some(DEFAULT_TAG.to_string()),
+            (Some(tag), _) => Some(tag),
+            (None, None) => Some(DEFAULT_TAG),
             (None, Some(_)) => None,
         };
-        Ok(ImageRef {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        from_checked_tag(domain, path, tag, digest).map_err(invalid)
+    }
+
+    /// The reference a registry event names: `repository` tagged `tag` on
+    /// `host` (`host[:port]`; Docker Hub when `None`). Each part is checked as
+    /// what it is, so that none can spill into another as it could in the
+    /// joined text `host/repository:tag`: a host with a `/`, or without `.`
+    /// or `:` (a registry reached as plain `registry`), would become part of a
+    /// Docker Hub repository, an `@` in the tag would add a digest, and a
+    /// repository whose first component looks like a host would become the
+    /// registry. A host that a reference cannot name (no `.`, no `:`, not
+    /// `localhost`) is an error: the result must read back the same from its
+    /// Display, which is what the engine is asked to pull.
+    pub fn from_event(host: Option<&str>, repository: &str, tag: &str) -> Result<ImageRef, ReferenceError> {
+        let text = match host {
+            Some(host) => format!("{host}/{repository}:{tag}"),
+            None => format!("{repository}:{tag}"),
+        };
+        let invalid = |why: String| invalid(&text, why);
+        check_graphic_ascii(&text).map_err(invalid)?;
+        check_tag(tag).map_err(invalid)?;
+        if let Some(host) = host {
+            if split_domain(&format!("{host}/{repository}")).0 != Some(host) {
+                return Err(invalid(format!(
+                    "registry host {host:?} is not one a reference can name: it needs a '.' or a \
+                     ':port', or must be localhost (else it reads as part of a Docker Hub repository)"
+                )));
+            }
+        }
+        from_checked_tag(host, repository, Some(tag), None).map_err(invalid)
     }
     /// Builds a reference from parts that are already normalised, without
     /// checking them. Lets tests and other stages build values while the
@@ -211,6 +207,53 @@ impl Serialize for ImageRef {
     }
 }
 
+/// Checks the unchecked parts of a reference whose tag (if any) is checked
+/// and whose text is graphic ASCII, and normalises them: `domain` is the
+/// registry host (Docker Hub when `None`), `path` the repository as written.
+fn from_checked_tag(
+    domain: Option<&str>,
+    path: &str,
+    tag: Option<&str>,
+    digest: Option<Digest>,
+) -> Result<ImageRef, String> {
+    let registry = match domain {
+        Some(domain) => {
+            check_domain(domain)?;
+            canonical_host(domain)
+        }
+        None => DOCKER_HUB.to_string(),
+    };
+    check_path(path)?;
+    let repository = if registry == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    let length = registry.len() + 1 + repository.len();
+    if length > NAME_TOTAL_LENGTH_MAX {
+        return Err(format!(
+            "the name {registry}/{repository} is {length} characters long, \
+             more than the {NAME_TOTAL_LENGTH_MAX} allowed"
+        ));
+    }
+    Ok(ImageRef {
+        registry,
+        repository,
+        tag: tag.map(str::to_string),
+        digest,
+    })
+}
+
+/// Only printable ASCII, no whitespace: everything after this may index bytes.
+fn check_graphic_ascii(text: &str) -> Result<(), String> {
+    match text.chars().find(|c| !c.is_ascii_graphic()) {
+        None => Ok(()),
+        Some(c) if c.is_whitespace() => Err("contains whitespace".to_string()),
+        Some(c) if c.is_control() => Err(format!("contains the control character {c:?}")),
+        Some(c) => Err(format!("contains the non-ASCII character {c:?}")),
+    }
+}
+
 /// An `Invalid` error that repeats at most [`ERROR_ECHO_MAX`] characters of the input.
 fn invalid(text: &str, why: String) -> ReferenceError {
     let reference = match text.char_indices().nth(ERROR_ECHO_MAX) {
@@ -250,6 +293,13 @@ fn canonical_host(host: &str) -> String {
     } else {
         host
     }
+}
+
+/// `sha256:<64 hex>` or `sha512:<128 hex>`. Any other `name:<hex>` is a name
+/// and a tag: tags that are commit ids (`app:3f1c2e4d…`, 40 hex) are common,
+/// and [`Digest::parse`] would take `app` for an algorithm.
+fn is_bare_digest(text: &str) -> bool {
+    matches!(text.split_once(':'), Some(("sha256" | "sha512", _))) && Digest::parse(text).is_ok()
 }
 
 fn is_image_id(text: &str) -> bool {
@@ -719,6 +769,75 @@ mod tests {
             parsed > 100,
             "the generator should produce some valid references ({parsed})"
         );
+    }
+
+    #[test]
+    fn commit_id_tags_are_tags_not_digests() {
+        // Found by the reference property tests: `name:<32+ hex>` was taken for
+        // a digest of algorithm `name` and rejected.
+        let sha1 = "3f1c2e4d5b6a79808182838485868788898a8b8c";
+        for text in [
+            format!("myapp:{sha1}"),
+            format!("my-app:{}", &HEX[..32]),
+            format!("app:{HEX}"),
+            format!("sha1:{sha1}"),
+        ] {
+            let (name, tag) = text.split_once(':').unwrap();
+            let r = ImageRef::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(r.repository(), format!("library/{name}"), "{text}");
+            assert_eq!(r.tag(), Some(tag), "{text}");
+            assert_eq!(r.digest(), None, "{text}");
+        }
+        for text in [format!("sha256:{HEX}"), format!("sha512:{HEX}{HEX}")] {
+            let err = ImageRef::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("digest alone"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn from_event_checks_each_part_as_what_it_is() {
+        // Found by the distribution fuzz target: `request.host` "true" joined
+        // as "true/team/app:1" named docker.io/true/team/app, so a push to a
+        // registry reached as plain `registry` updated a Docker Hub image.
+        #[rustfmt::skip]
+        let good = [
+            (Some("registry:80"),                "team/app", "1",   "registry:80/team/app:1"),
+            (Some("LocalHost"),                  "app",      "1",   "localhost/app:1"),
+            (Some("Registry.Example.TEST:5000"), "team/app", "1.0", "registry.example.test:5000/team/app:1.0"),
+            (Some("[::1]:5000"),                 "app",      "v1",  "[::1]:5000/app:v1"),
+            (Some("index.docker.io"),            "nginx",    "1",   "docker.io/library/nginx:1"),
+            (None,                               "nginx",    "1",   "docker.io/library/nginx:1"),
+            (None,                               "a.b/c",    "1",   "docker.io/a.b/c:1"),
+            (None,                               "localhost/app", "1", "docker.io/localhost/app:1"),
+        ];
+        for (host, repository, tag, want) in good {
+            let r = ImageRef::from_event(host, repository, tag)
+                .unwrap_or_else(|e| panic!("{host:?} {repository} {tag}: {e}"));
+            assert_eq!(r.to_string(), want);
+            assert_eq!(ImageRef::parse(want), Ok(r));
+        }
+        #[rustfmt::skip]
+        let bad = [
+            (Some("registry"),                   "team/app", "1",   "not one a reference can name"),
+            (Some("true"),                       "team/app", "1",   "not one a reference can name"),
+            (Some("registry.example.test/evil"), "app",      "1",   "registry host"),
+            (Some("a@b.test"),                   "app",      "1",   "registry host"),
+            (Some(""),                           "app",      "1",   "registry host"),
+            (Some("registry.example.test"),      "app",      &*format!("1@sha256:{HEX}"), "tag"),
+            (Some("registry.example.test"),      "Team/App", "1",   "lower-case"),
+            (Some("registry.example.test"),      "a:b/app",  "1",   "is not valid"),
+            (None,                               "app",      "a b", "whitespace"),
+            (Some("registry.example.test"),      &*"a".repeat(240), "1", "more than the 255 allowed"),
+        ];
+        for (host, repository, tag, fragment) in bad {
+            match ImageRef::from_event(host, repository, tag) {
+                Err(e) => assert!(
+                    e.to_string().contains(fragment),
+                    "{host:?} {repository} {tag}: {e}"
+                ),
+                Ok(r) => panic!("{host:?} {repository} {tag} gave {r}"),
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! pushed under a tag. `webhook` is the HTTP route that calls the parsers.
 
 pub mod distribution;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod harbor;
 pub mod webhook;
 
@@ -90,7 +92,8 @@ pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
 
 impl RegistryEvent {
     /// The one rule for every source: a manifest pushed under a tag is an update.
-    /// `default_host` is used when the payload names no registry host.
+    /// `default_host` is used when the payload names no registry host; with
+    /// neither, the repository is on Docker Hub.
     pub fn into_update(self, source: SourceKind, default_host: Option<&str>) -> Result<ImageEvent, Ignored> {
         if self.action != Action::Push {
             return Err(Ignored::NotAPush(self.action));
@@ -105,12 +108,11 @@ impl RegistryEvent {
             return Err(Ignored::SignatureTag);
         }
         let digest = self.digest.ok_or(Ignored::NoDigest)?;
+        // Host, repository and tag are checked each as what it is (ImageRef::from_event):
+        // parsing them joined would let one spill into another.
         let host = self.registry_host.as_deref().or(default_host);
-        let text = match host {
-            Some(host) => format!("{host}/{}:{tag}", self.repository),
-            None => format!("{}:{tag}", self.repository),
-        };
-        let reference = ImageRef::parse(&text).map_err(|e| Ignored::BadReference(e.to_string()))?;
+        let reference = ImageRef::from_event(host, &self.repository, &tag)
+            .map_err(|e| Ignored::BadReference(e.to_string()))?;
         Ok(ImageEvent {
             reference,
             digest,
@@ -158,4 +160,67 @@ pub(crate) fn fixture(name: &str) -> Vec<u8> {
     const PAYLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads/");
     let path = format!("{PAYLOADS}{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:dc1964102f0225de0e63d6673f2f2e645a35d299c1667765636b57c0bc80424c";
+
+    fn push(host: Option<&str>, repository: &str, tag: &str) -> RegistryEvent {
+        RegistryEvent {
+            action: Action::Push,
+            registry_host: host.map(str::to_string),
+            repository: repository.to_string(),
+            tag: Some(tag.to_string()),
+            digest: Some(Digest::parse(DIGEST).unwrap()),
+            media_type: None,
+            event_id: None,
+            actor: None,
+        }
+    }
+
+    fn update(event: RegistryEvent, default_host: Option<&str>) -> Result<String, Ignored> {
+        let update = event.into_update(SourceKind::Distribution, default_host)?;
+        Ok(update.reference.to_string())
+    }
+
+    /// Found by the distribution fuzz target: the update named another
+    /// repository than the event when host, repository and tag were joined
+    /// into one text and parsed.
+    #[test]
+    fn an_update_names_the_host_and_repository_of_its_event() {
+        assert_eq!(
+            update(push(Some("registry:80"), "team/app", "1.0"), None).as_deref(),
+            Ok("registry:80/team/app:1.0")
+        );
+        assert_eq!(
+            update(push(None, "team/app", "1.0"), Some("localhost")).as_deref(),
+            Ok("localhost/team/app:1.0")
+        );
+        // No host at all is Docker Hub, whatever the repository's first component looks like.
+        assert_eq!(
+            update(push(None, "a.b/app", "1.0"), None).as_deref(),
+            Ok("docker.io/a.b/app:1.0")
+        );
+        assert_eq!(
+            update(push(None, "app", "1.0"), None).as_deref(),
+            Ok("docker.io/library/app:1.0")
+        );
+        // A host that is no host, or a tag that carries a digest, is a bad reference.
+        // A registry reached by a bare host name (a compose service, say) was
+        // read as a Docker Hub namespace: docker.io/registry/team/app.
+        for event in [
+            push(Some("registry"), "team/app", "1.0"),
+            push(Some("true"), "team/app", "1.0"),
+            push(Some("registry.example.test/evil"), "app", "1.0"),
+            push(Some("registry.example.test"), "app", &format!("1.0@{DIGEST}")),
+        ] {
+            assert!(
+                matches!(update(event.clone(), None), Err(Ignored::BadReference(_))),
+                "{event:?}"
+            );
+        }
+    }
 }
