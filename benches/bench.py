@@ -130,6 +130,13 @@ def tree_rss_kib(pid):
     return total
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
     deadline = time.time() + timeout
     while True:
@@ -237,7 +244,20 @@ class Bench:
         self.hoist_env.update(args.hoist_env)
         os.makedirs(self.hoist_env["HOIST_STATE_DIR"], exist_ok=True)
         self.label = {"hbench.run": self.prefix}
+        # The 1-minute load average every 5 s: how busy the shared machine was.
+        self.loads = []
+        self.sampling = threading.Event()
+        threading.Thread(target=self.sample_load, daemon=True).start()
         self.versions = {}  # (variant, i) -> local source tag
+
+    def sample_load(self):
+        while not self.sampling.is_set():
+            try:
+                with open("/proc/loadavg") as f:
+                    self.loads.append(float(f.read().split()[0]))
+            except OSError:
+                pass
+            self.sampling.wait(5)
 
     # ------------------------------------------------------------ cleanup
 
@@ -626,63 +646,82 @@ class Bench:
 
     # ------------------------------------------------------------ 2. fan-out
 
+    def fanout_one(self, who, count, repo_suffix):
+        """One push to a repository `count` containers run; returns the measurements."""
+        hoisted = who != "floor"
+        repo = f"{self.prefix}-fan{count}{repo_suffix}"
+        image = self.seed(self.versions[("plain", 0)], repo)
+        names = [f"{repo}-{k:02d}" for k in range(count)]
+        labels = self.run_labels(hoisted)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda nm: self.docker_run(nm, image, labels), names))
+        res = {}
+        if hoisted:
+            self.wait_targets(names)
+            # Peak RSS from here on: clear_refs 5 resets VmHWM.
+            try:
+                with open(f"/proc/{self.hoist.pid}/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError as e:
+                self.notes.append(f"could not reset hoist's VmHWM ({e}); the fan-out peak includes start-up")
+        source = self.versions[("plain", 1)]
+        new_id = self.image_id(source)
+        digest, t0 = self.push(source, repo)
+        if not hoisted:
+            run([os.path.join(ROOT, "benches", "floor.sh"), image] + names + ["--", f"--label=hbench.run={self.prefix}"], timeout=900)
+            res["script"] = time.time() - t0
+        started = [parse_time(self.wait_running(nm, new_id, 900)["State"]["StartedAt"]) for nm in names]
+        res["running"] = max(started) - t0
+        if hoisted:
+            job = self.wait_job(digest, 900)
+            outcomes = {t["outcome"]["result"] for t in job["targets"]}
+            if outcomes != {"updated"} or len(job["targets"]) != count:
+                raise BenchError(f"fan-out {count}: {outcomes}, {len(job['targets'])} targets")
+            res["job"] = parse_time(job["started_at"]) + job["duration"] / 1000.0 - t0
+            res["peak"] = rss_kib(self.hoist.pid, "VmHWM")
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(self.engine.remove, names))
+        return res
+
     def fanout(self):
+        """Per count: hoist with its defaults, the floor, then hoist with
+        HOIST_HEALTH_GRACE=0s (only "is it running?", like the floor), to show
+        what the health gate costs."""
         counts = self.args.fanout
         table = [
-            "| Containers | hoist: all running new image | hoist: job finished | floor (sequential script): all running | floor script returned | hoist/floor (all running) | hoist RSS peak |",
+            "| Containers | hoist: all running new image | hoist: job finished | floor (sequential script): all running | hoist/floor (all running) | hoist with `HOIST_HEALTH_GRACE=0s`: all running / job finished | hoist RSS peak |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        version = 0
         peak_overall = 0
         for count in counts:
-            version += 1
-            res = {}
-            for who in ("hoist", "floor"):
-                repo = f"{self.prefix}-fan{count}{'' if who == 'hoist' else 'floor'}"
-                image = self.seed(self.versions[("plain", 0)], repo)
-                names = [f"{repo}-{k:02d}" for k in range(count)]
-                labels = self.run_labels(who == "hoist")
-                with ThreadPoolExecutor(2) as pool:
-                    list(pool.map(lambda nm: self.docker_run(nm, image, labels), names))
-                if who == "hoist":
-                    self.wait_targets(names)
-                    # Peak RSS from here: clear_refs 5 resets VmHWM.
-                    try:
-                        with open(f"/proc/{self.hoist.pid}/clear_refs", "w") as f:
-                            f.write("5")
-                    except OSError as e:
-                        self.notes.append(f"could not reset hoist's VmHWM ({e}); the fan-out peak includes start-up")
-                source = self.versions[("plain", version)]
-                new_id = self.image_id(source)
-                digest, t0 = self.push(source, repo)
-                if who == "floor":
-                    run([os.path.join(ROOT, "benches", "floor.sh"), image] + names + ["--", f"--label=hbench.run={self.prefix}"], timeout=900)
-                    res["floor_script"] = time.time() - t0
-                started = [parse_time(self.wait_running(nm, new_id, 600)["State"]["StartedAt"]) for nm in names]
-                res[who] = max(started) - t0
-                if who == "hoist":
-                    job = self.wait_job(digest, 900)
-                    outcomes = {t["outcome"]["result"] for t in job["targets"]}
-                    if outcomes != {"updated"} or len(job["targets"]) != count:
-                        raise BenchError(f"fan-out {count}: {outcomes}, {len(job['targets'])} targets")
-                    res["hoist_job"] = parse_time(job["started_at"]) + job["duration"] / 1000.0 - t0
-                    res["peak"] = rss_kib(self.hoist.pid, "VmHWM")
-                    peak_overall = max(peak_overall, res["peak"] or 0)
-                for nm in names:
-                    self.engine.remove(nm)
-            ratio = res["hoist"] / res["floor"] if res["floor"] > 0 else float("nan")
-            log(f"fan-out {count}: hoist all running {res['hoist']:.2f}s (job {res['hoist_job']:.2f}s), floor {res['floor']:.2f}s, peak RSS {res['peak']} KiB")
-            table.append(
-                f"| {count} | {res['hoist']:.2f} s | {res['hoist_job']:.2f} s | {res['floor']:.2f} s | {res['floor_script']:.2f} s | {ratio:.2f} | {res['peak'] / 1024:.1f} MiB |"
+            h = self.fanout_one("hoist", count, "")
+            f = self.fanout_one("floor", count, "floor")
+            self.restart_hoist({"HOIST_HEALTH_GRACE": "0s"})
+            g = self.fanout_one("hoist", count, "nograce")
+            self.restart_hoist({})
+            peak_overall = max(peak_overall, h["peak"] or 0)
+            ratio = h["running"] / f["running"] if f["running"] > 0 else float("nan")
+            log(
+                f"fan-out {count}: hoist all running {h['running']:.2f}s (job {h['job']:.2f}s), floor {f['running']:.2f}s, "
+                f"hoist grace 0s {g['running']:.2f}s (job {g['job']:.2f}s); peak RSS {h['peak']} KiB"
             )
-            self.record("fanout", "all_running", f"hoist:{count}", res["hoist"], "s", 1)
-            self.record("fanout", "job_finished", f"hoist:{count}", res["hoist_job"], "s", 1)
-            self.record("fanout", "all_running", f"floor:{count}", res["floor"], "s", 1)
-            self.record("fanout", "script_done", f"floor:{count}", res["floor_script"], "s", 1)
+            table.append(
+                f"| {count} | {h['running']:.2f} s | {h['job']:.2f} s | {f['running']:.2f} s | {ratio:.2f} | {g['running']:.2f} s / {g['job']:.2f} s | {h['peak'] / 1024:.1f} MiB |"
+            )
+            self.record("fanout", "all_running", f"hoist:{count}", h["running"], "s", 1)
+            self.record("fanout", "job_finished", f"hoist:{count}", h["job"], "s", 1)
+            self.record("fanout", "all_running", f"floor:{count}", f["running"], "s", 1)
+            self.record("fanout", "script_done", f"floor:{count}", f["script"], "s", 1)
             self.record("fanout", "ratio", f"hoist/floor:{count}", ratio, "x", 1)
-            self.record("fanout", "rss_peak", f"hoist:{count}", res["peak"], "KiB", 1)
+            self.record("fanout", "all_running", f"hoist-grace0:{count}", g["running"], "s", 1)
+            self.record("fanout", "job_finished", f"hoist-grace0:{count}", g["job"], "s", 1)
+            self.record("fanout", "rss_peak", f"hoist:{count}", h["peak"], "KiB", 1)
         self.sections["fanout"] = "\n".join(table)
         self.fanout_peak = peak_overall
+
+    def restart_hoist(self, extra_env):
+        self.stop_hoist()
+        self.start_hoist(f"hoist-main-{len(self.processes)}.log", extra_env)
 
     # ------------------------------------------------------------ 3+4. intake and idle footprint
 
@@ -769,15 +808,19 @@ class Bench:
                 "-s", os.path.join(ROOT, "benches", "intake.lua"),
                 f"http://127.0.0.1:{self.hoist_port}", "--", payloads, TOKEN, "0.5",
             ]
+            cpu_before = cpu_seconds(self.hoist.pid)
             out = run(args, timeout=self.args.intake_seconds + 60)
+            cpu = cpu_seconds(self.hoist.pid) - cpu_before
             m = re.search(r"^INTAKE_JSON (.*)$", out, re.M)
             if not m:
                 raise BenchError(f"wrk printed no summary: {out}")
             r = json.loads(m.group(1))
             r["connections"] = conns
+            r["cpu"] = cpu
+            r["cpu_us"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
             r["cmd"] = " ".join(args).replace(TOKEN, "$TOKEN")
             results.append(r)
-            log(f"intake c={conns}: {r['rps']:.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms, statuses {r['statuses']}, errors {r['errors']}")
+            log(f"intake c={conns}: {r['rps']:.0f} req/s, hoist CPU {r['cpu_us']:.1f} µs/request, p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms, statuses {r['statuses']}, errors {r['errors']}")
         time.sleep(1)
         after = self.metric_values()
         rss_after = rss_kib(self.hoist.pid)
@@ -789,15 +832,17 @@ class Bench:
         received = {verdict: delta(f'hoist_events_received_total{{source="distribution",verdict="{verdict}"}}') for verdict in ("update", "ignored", "queue_full", "malformed", "unauthorized")}
         queue_full = delta("hoist_queue_full_total")
         table = [
-            "| Connections | Requests/s | p50 | p90 | p99 | max | Requests | Answers | Socket errors |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "| Connections | Requests/s | p50 | p90 | p99 | max | hoist CPU per request | Requests per hoist CPU-second | Requests | Answers | Socket errors |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for r in results:
             answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
             errors = ", ".join(f"{k} {v}" for k, v in r["errors"].items() if v) or "none"
             table.append(
-                f"| {r['connections']} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} ms | {r['p90_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms | {r['max_us'] / 1000:.1f} ms | {r['requests']:,} | {answers} | {errors} |"
+                f"| {r['connections']} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} ms | {r['p90_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms | {r['max_us'] / 1000:.1f} ms "
+                f"| {r['cpu_us']:.0f} µs | {1e6 / r['cpu_us']:,.0f} | {r['requests']:,} | {answers} | {errors} |"
             )
+            self.record("intake", "cpu_per_request", f"hoist:c{r['connections']}", r["cpu_us"], "us", r["requests"])
             self.record("intake", "rps", f"hoist:c{r['connections']}", r["rps"], "req/s", r["requests"])
             self.record("intake", "p50", f"hoist:c{r['connections']}", r["p50_us"] / 1000, "ms", r["requests"])
             self.record("intake", "p99", f"hoist:c{r['connections']}", r["p99_us"] / 1000, "ms", r["requests"])
@@ -905,8 +950,9 @@ class Bench:
         for i in range(1, self.args.peer_iterations + 1):
             source = self.versions[("plain", i)]
             new_id = self.image_id(source)
-            # Push at a random point of its 30 s cycle.
-            time.sleep(random.uniform(0, 3))
+            # Push at a random point of its cycle (its last check was when the
+            # previous update started, or at its start).
+            time.sleep(random.uniform(0, interval))
             digest, t0 = self.push(source, name)
             try:
                 c = self.wait_running(name, new_id, interval * 2 + 30)
@@ -978,7 +1024,15 @@ class Bench:
         lines.append(machine["free"])
         lines.append("```")
         lines.append("")
-        lines.append("The engine is shared with other users' test runs, which add noise; every hoist/floor pair is interleaved push by push so drift hits both alike.")
+        if self.loads:
+            lines.append(
+                f"- 1-minute load average during the run (sampled every 5 s): min {min(self.loads):.1f}, median {statistics.median(self.loads):.1f}, max {max(self.loads):.1f} on {machine['nproc']} CPUs."
+            )
+        lines.append("")
+        lines.append(
+            "The machine and its engine are shared with other users' builds and test runs, which add noise (see the load average): every hoist/floor pair is interleaved push by push so drift hits both alike, "
+            "and intake is also given as hoist's CPU time per request, which load elsewhere barely changes."
+        )
         lines.append("")
         lines.append("## Settings")
         lines.append("")
@@ -1035,7 +1089,8 @@ class Bench:
             lines.append(
                 "hoist updates up to `HOIST_MAX_PARALLEL`=4 containers of one push at a time and holds each slot through the health gate (5 s without a healthcheck), "
                 "so with many containers its total is about ceil(N/4) × (recreate + 5 s); the floor recreates one after the other with no gate. "
-                "RSS peak: hoist's `VmHWM`, reset (`/proc/PID/clear_refs`) before each push."
+                "The `HOIST_HEALTH_GRACE=0s` column is the same push with the gate reduced to \"the new container runs\", which is all the floor checks: it shows what the recreate itself costs. "
+                "RSS peak: hoist's `VmHWM`, reset (`/proc/PID/clear_refs`) before each push (defaults run)."
             )
             lines.append("")
         if hasattr(self, "idle"):
@@ -1186,7 +1241,7 @@ def main():
         bench.start_registry()
         if "intake" in only:
             bench.intake_and_idle()
-        if {"latency", "fanout", "peer"} & only:
+        if {"latency", "fanout", "peer"} & only or ("intake" in only and not smoke):
             bench.start_hoist("hoist-main.log")
         if "latency" in only:
             bench.latency()
@@ -1202,8 +1257,12 @@ def main():
         md = bench.write(machine, time.time() - started)
         print(md)
         return 0
-    except (BenchError, subprocess.SubprocessError, KeyboardInterrupt) as e:
-        log(f"FAILED: {e}")
+    except (Exception, KeyboardInterrupt) as e:
+        log(f"FAILED: {e!r}")
+        if not isinstance(e, (BenchError, KeyboardInterrupt)):
+            import traceback
+
+            traceback.print_exc()
         for name in ("hoist-main.log", "hoist.log", "registry.log", "ouroboros.log"):
             t = bench.tail(name, 30)
             if t:

@@ -45,8 +45,14 @@ else
     rustup target add "$musl_target" >/dev/null 2>&1 || true
   fi
   if command -v rustup >/dev/null && rustup target list --installed | grep -qx "$musl_target"; then
+    # ring compiles C: it needs a musl C compiler (Debian's musl-tools).
+    if ! command -v musl-gcc >/dev/null; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1; } || true
+    fi
     echo "bench: building the static musl binary"
-    if cargo build --release --locked --quiet --target "$musl_target" 2>target/bench-musl-build.log; then
+    if CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --quiet --target "$musl_target" 2>target/bench-musl-build.log; then
       args+=(--musl-binary "target/$musl_target/release/hoist")
     else
       args+=(--musl-note "the musl build failed, so only the glibc binary size is reported: $(tail -n 3 target/bench-musl-build.log | tr '\n' ' ')")
