@@ -53,12 +53,8 @@ pub struct Runner {
     on_finished: OnFinished,
     /// Caps running jobs; held for a job's whole run.
     permits: Arc<Semaphore>,
-    /// One async mutex per tag key: held for a job's whole run, so jobs of
-    /// one key never overlap. The outer std mutex is held only to look up.
-    key_locks: Arc<Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>>,
-    /// The sequence number of the newest event per key; an older job waiting
-    /// for the key lock sees a larger number and steps aside.
-    newest: Arc<Mutex<HashMap<TagKey, u64>>>,
+    /// Per tag key with jobs in flight: its lock and newest sequence number.
+    keys: Arc<Mutex<KeyStates>>,
     sequence: Arc<AtomicU64>,
     /// Recent delivery ids (set for lookup, queue for eviction order).
     seen: Arc<Mutex<(HashSet<String>, VecDeque<String>)>>,
@@ -82,8 +78,7 @@ impl Runner {
             history,
             on_finished,
             permits,
-            key_locks: Arc::default(),
-            newest: Arc::default(),
+            keys: Arc::default(),
             sequence: Arc::default(),
             seen: Arc::default(),
         }
@@ -111,9 +106,16 @@ impl Runner {
                 continue;
             };
             let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-            lock(&self.newest).insert(key.clone(), sequence);
+            let key_lock = lock(&self.keys).begin(&key, sequence);
             let runner = self.clone();
-            tracker.spawn(async move { runner.run_job(event, key, sequence).await });
+            tracker.spawn(async move {
+                // Ends the key's job on every path out, so its state can go.
+                let _in_flight = InFlight {
+                    keys: runner.keys.clone(),
+                    key: key.clone(),
+                };
+                runner.run_job(event, key, key_lock, sequence).await
+            });
         }
     }
 
@@ -135,13 +137,15 @@ impl Runner {
         false
     }
 
-    async fn run_job(self, event: ImageEvent, key: TagKey, sequence: u64) {
-        let key_lock = lock(&self.key_locks).entry(key.clone()).or_default().clone();
+    async fn run_job(
+        self,
+        event: ImageEvent,
+        key: TagKey,
+        key_lock: Arc<tokio::sync::Mutex<()>>,
+        sequence: u64,
+    ) {
         let _key_guard = key_lock.lock().await;
-        if lock(&self.newest)
-            .get(&key)
-            .is_some_and(|newest| *newest > sequence)
-        {
+        if lock(&self.keys).is_superseded(&key, sequence) {
             info!(image = %event.reference, digest = %event.digest.short(), "Superseded by a newer push; skipped.");
             return;
         }
@@ -263,8 +267,110 @@ impl Runner {
     }
 }
 
+/// What the runner keeps per tag key, only while that key has jobs in
+/// flight: pushes of ever new tags (a tag per build) leave nothing behind.
+#[derive(Default)]
+struct KeyStates {
+    states: HashMap<TagKey, KeyState>,
+}
+
+struct KeyState {
+    /// Held for a job's whole run, so jobs of one key never overlap.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// The newest event's sequence number; an older job waiting for the lock
+    /// sees a larger number and steps aside.
+    newest: u64,
+    /// Jobs spawned and not yet ended.
+    in_flight: usize,
+}
+
+impl KeyStates {
+    /// A job for `key` with `sequence` is spawned: returns the key's lock.
+    fn begin(&mut self, key: &TagKey, sequence: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let state = self.states.entry(key.clone()).or_insert_with(|| KeyState {
+            lock: Arc::default(),
+            newest: 0,
+            in_flight: 0,
+        });
+        state.newest = state.newest.max(sequence);
+        state.in_flight += 1;
+        state.lock.clone()
+    }
+
+    fn is_superseded(&self, key: &TagKey, sequence: u64) -> bool {
+        self.states.get(key).is_some_and(|state| state.newest > sequence)
+    }
+
+    /// A job for `key` ended; the last one out removes the key.
+    fn end(&mut self, key: &TagKey) {
+        if let Some(state) = self.states.get_mut(key) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if state.in_flight == 0 {
+                self.states.remove(key);
+            }
+        }
+    }
+}
+
+/// Ends a job's part in its key's state when dropped (returned, finished or panicked).
+struct InFlight {
+    keys: Arc<Mutex<KeyStates>>,
+    key: TagKey,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.keys).end(&self.key);
+    }
+}
+
 /// Locks a std mutex, recovering from poison: the data are plain maps that a
 /// panicking holder cannot leave half-written in a way that matters here.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tag: &str) -> TagKey {
+        TagKey {
+            registry: "registry.example.test".into(),
+            repository: "team/app".into(),
+            tag: tag.into(),
+        }
+    }
+
+    #[test]
+    fn a_key_is_kept_only_while_it_has_jobs_in_flight() {
+        let mut keys = KeyStates::default();
+        for (sequence, tag) in (1..).zip(["a", "b", "c"]) {
+            keys.begin(&key(tag), sequence);
+        }
+        for tag in ["a", "b", "c"] {
+            keys.end(&key(tag));
+        }
+        assert!(keys.states.is_empty());
+        // Ending a key that is not there (twice) is harmless.
+        keys.end(&key("a"));
+        assert!(keys.states.is_empty());
+    }
+
+    #[test]
+    fn jobs_of_one_key_share_its_lock_and_the_newest_wins_whatever_order_they_end_in() {
+        let mut keys = KeyStates::default();
+        let older = keys.begin(&key("1.0"), 4);
+        let newer = keys.begin(&key("1.0"), 5);
+        assert!(Arc::ptr_eq(&older, &newer));
+        // The newer job runs and ends first; the older one, not yet run, must still step aside.
+        assert!(!keys.is_superseded(&key("1.0"), 5));
+        keys.end(&key("1.0"));
+        assert!(keys.is_superseded(&key("1.0"), 4));
+        keys.end(&key("1.0"));
+        assert!(keys.states.is_empty());
+        // A later push of the same tag starts afresh and is not superseded.
+        keys.begin(&key("1.0"), 6);
+        assert!(!keys.is_superseded(&key("1.0"), 6));
+    }
 }
