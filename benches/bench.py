@@ -489,10 +489,13 @@ class Bench:
 
         wait_until(listed, timeout, interval=0.1, what=f"hoist to index {len(names)} containers")
 
-    def wait_job(self, digest, timeout):
+    def wait_job(self, digest, repository, timeout):
+        """hoist's finished job for this push (the same image pushed to two
+        repositories has one digest, so the repository must match too)."""
+
         def found():
             for job in self.hoist_json("/v1/history")["jobs"]:
-                if job["new_digest"] == digest:
+                if job["new_digest"] == digest and f"/{repository}:" in job["image"]:
                     return job
             return None
 
@@ -580,7 +583,7 @@ class Bench:
                 if variant == "health":
                     sample["healthy"] = self.wait_healthy(name, 60) - t0
                 if hoisted:
-                    job = self.wait_job(digest, 180)
+                    job = self.wait_job(digest, name, 180)
                     outcomes = [t["outcome"]["result"] for t in job["targets"]]
                     if outcomes != ["updated"]:
                         raise BenchError(f"hoist's job for {name}: {outcomes} {job}")
@@ -673,7 +676,7 @@ class Bench:
         started = [parse_time(self.wait_running(nm, new_id, 900)["State"]["StartedAt"]) for nm in names]
         res["running"] = max(started) - t0
         if hoisted:
-            job = self.wait_job(digest, 900)
+            job = self.wait_job(digest, repo, 900)
             outcomes = {t["outcome"]["result"] for t in job["targets"]}
             if outcomes != {"updated"} or len(job["targets"]) != count:
                 raise BenchError(f"fan-out {count}: {outcomes}, {len(job['targets'])} targets")
@@ -808,9 +811,25 @@ class Bench:
                 "-s", os.path.join(ROOT, "benches", "intake.lua"),
                 f"http://127.0.0.1:{self.hoist_port}", "--", payloads, TOKEN, "0.5",
             ]
+            perf = None
+            perf_out = os.environ.get("BENCH_PERF_OUT")
+            if perf_out and not results:
+                # A CPU profile of hoist during the first run (use an unstripped build).
+                perf = subprocess.Popen(
+                    ["perf", "record", "-q", "-F", "997", "-e", "cpu-clock", "-g", "-p", str(self.hoist.pid), "-o", f"{perf_out}.data"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
             cpu_before = cpu_seconds(self.hoist.pid)
             out = run(args, timeout=self.args.intake_seconds + 60)
             cpu = cpu_seconds(self.hoist.pid) - cpu_before
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=60)
+                for mode, suffix in ((["--no-children"], "self"), (["--children"], "children"), (["--no-children", "--sort", "dso"], "dso")):
+                    report = run(["perf", "report", "--stdio", "-i", f"{perf_out}.data", "-g", "none", "--percent-limit", "0.7"] + mode, check=False, timeout=300)
+                    with open(f"{perf_out}.{suffix}.txt", "w") as f:
+                        f.write(report)
+                log(f"perf profile written to {perf_out}.self.txt and .children.txt")
             m = re.search(r"^INTAKE_JSON (.*)$", out, re.M)
             if not m:
                 raise BenchError(f"wrk printed no summary: {out}")
@@ -825,6 +844,20 @@ class Bench:
         after = self.metric_values()
         rss_after = rss_kib(self.hoist.pid)
         hwm = rss_kib(self.hoist.pid, "VmHWM")
+        # Memory per distinct tag: every other request a push to a tag never seen before.
+        args = [
+            "wrk", "-t2", "-c16", f"-d{self.args.intake_seconds}s", "--timeout", "5s",
+            "-s", os.path.join(ROOT, "benches", "intake.lua"),
+            f"http://127.0.0.1:{self.hoist_port}", "--", payloads, TOKEN, "0.5", "unique",
+        ]
+        out = run(args, timeout=self.args.intake_seconds + 60)
+        unique = json.loads(re.search(r"^INTAKE_JSON (.*)$", out, re.M).group(1))
+        time.sleep(1)
+        rss_unique = rss_kib(self.hoist.pid)
+        tags = unique["requests"] // 2
+        per_tag = (rss_unique - rss_after) * 1024 / tags if tags else float("nan")
+        log(f"intake, a new tag every other request: {unique['rps']:.0f} req/s; RSS {rss_after} -> {rss_unique} KiB after ~{tags} distinct tags ({per_tag:.0f} B/tag)")
+        self.record("intake", "rss_growth_per_distinct_tag", "hoist", per_tag, "bytes", tags)
 
         def delta(prefix):
             return sum(v - before.get(k, 0) for k, v in after.items() if k.startswith(prefix))
@@ -852,6 +885,11 @@ class Bench:
             f"{received['ignored']:,.0f} ignored events, {queue_full:,.0f} refused for a full queue, {received['malformed']:,.0f} malformed. "
             f"Index: {indexed} targets. hoist RSS {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB after, peak {hwm / 1024:.1f} MiB."
         )
+        table.append("")
+        table.append(
+            f"Then {unique['requests']:,} more requests ({unique['rps']:,.0f}/s), every other one a push to a tag never pushed before (`intake.lua … 0.5 unique`): "
+            f"RSS {rss_after / 1024:.1f} → {rss_unique / 1024:.1f} MiB after ~{tags:,} distinct tags, {per_tag:,.0f} bytes per tag (hoist keeps per-tag state only while a job for it is in flight)."
+        )
         self.sections["intake"] = "\n".join(table)
         self.intake_results = results
         self.intake_rss = (rss_before, rss_after, hwm)
@@ -877,7 +915,7 @@ class Bench:
         ]
         out = run(args, timeout=seconds + 60)
         r = json.loads(re.search(r"^INTAKE_JSON (.*)$", out, re.M).group(1))
-        job = self.wait_job(digest, 600)
+        job = self.wait_job(digest, repo, 600)
         running = [t for t in job["targets"] if t["outcome"]["result"] == "updated"]
         log(f"intake during a 10-container deploy: {r['rps']:.0f} req/s, p99 {r['p99_us'] / 1000:.2f} ms; deploy took {job['duration'] / 1000:.1f}s")
         self.under_deploy = (r, job["duration"] / 1000.0, len(running))
@@ -1158,8 +1196,13 @@ class Bench:
                         f"| Push → new image running, median of {len(s)} | {statistics.median(s):.2f} s | {hm:.3f} s |" if hm is not None else f"| Push → new image running, median of {len(s)} | {statistics.median(s):.2f} s | |"
                     )
                     lines.append(f"| … min / max | {min(s):.2f} s / {max(s):.2f} s | |")
-                idle_h = self.idle["idle"] if hasattr(self, "idle") else None
-                lines.append(f"| Idle RSS (1 watched container; hoist: {self.idle['indexed'] if idle_h else '?'} watched) | {mib(pr['idle'])} | {mib(idle_h)} |")
+                if hasattr(self, "idle"):
+                    i = self.idle
+                    lines.append(
+                        f"| Idle RSS | {mib(pr['idle'])} (1 watched container) | {mib(i['idle_empty'])} ({i['targets_seen_empty']} watched); {mib(i['idle'])} ({i['indexed']} watched) |"
+                    )
+                else:
+                    lines.append(f"| Idle RSS | {mib(pr['idle'])} (1 watched container) | |")
                 if pr["errors"]:
                     lines.append("")
                     lines.append("Errors: " + "; ".join(pr["errors"]))

@@ -1,6 +1,6 @@
 -- wrk script for hoist's intake benchmark (run by benches/bench.py).
 --
---   wrk -t2 -c64 -d15s -s benches/intake.lua http://127.0.0.1:PORT -- PAYLOAD_DIR TOKEN [RATIO]
+--   wrk -t2 -c64 -d15s -s benches/intake.lua http://127.0.0.1:PORT -- PAYLOAD_DIR TOKEN [RATIO [unique]]
 --
 -- Every request is a POST /v1/hooks/distribution with the bearer token. Half of
 -- them (RATIO, default 0.5) are the captured and constructed Distribution
@@ -10,6 +10,8 @@
 -- The other half are manifest pushes to tags nothing runs (bench-0..bench-49),
 -- each with its own event id, so hoist queues every one and its runner finds no
 -- target. Requests are built once per thread, then replayed round-robin.
+-- With `unique` (and RATIO 0.5), every other request is instead a push to a
+-- tag never pushed before, built on the fly (to see memory per distinct tag).
 -- At the end one line `INTAKE_JSON {...}` sums up throughput, latency
 -- percentiles (microseconds) and the status codes seen.
 
@@ -48,17 +50,20 @@ end
 function init(args)
   local dir, token = args[1], args[2]
   local ratio = tonumber(args[3] or "0.5")
-  local headers = {
+  headers = {
     ["Content-Type"] = "application/vnd.docker.distribution.events.v1+json",
     ["Authorization"] = "Bearer " .. token,
   }
-  local path = "/v1/hooks/distribution"
+  path = "/v1/hooks/distribution"
   local fixed = {}
   for _, file in ipairs(list_payloads(dir)) do
     table.insert(fixed, read_file(file))
   end
   assert(#fixed > 0, "no distribution-*.json in " .. dir)
-  local template = read_file(dir .. "/distribution-push-manifest.json")
+  template = read_file(dir .. "/distribution-push-manifest.json")
+  unique_tags = args[4] == "unique"
+  unique_count = 0
+  run_id = os.time()
   local tid = _G.tid or 0
   -- 6000 per thread: more distinct event ids than hoist remembers (4096), so
   -- the synthesized pushes are never taken for redeliveries.
@@ -82,6 +87,15 @@ end
 
 function request()
   index = index % #requests + 1
+  if unique_tags and index % 2 == 0 then
+    -- A tag never pushed before, every time (for growth per distinct tag).
+    unique_count = unique_count + 1
+    local id = string.format("uniq-%d-%d-%010d-0000-4000-8000-000000000000", run_id, _G.tid or 0, unique_count)
+    local body = template
+      :gsub('"id": "19cbf5d3%-3d57%-44b2%-b35d%-c578eb991099"', '"id": "' .. id .. '"', 1)
+      :gsub('"tag": "1%.0"', '"tag": "u' .. run_id .. '-' .. (_G.tid or 0) .. '-' .. unique_count .. '"', 1)
+    return wrk.format("POST", path, headers, body)
+  end
   return requests[index]
 end
 
