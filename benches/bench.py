@@ -263,6 +263,11 @@ class Bench:
 
     def cleanup(self):
         log("cleaning up")
+        if self.args.keep_logs:
+            os.makedirs(self.args.keep_logs, exist_ok=True)
+            for name in os.listdir(self.tmp):
+                if name.endswith(".log"):
+                    shutil.copy(os.path.join(self.tmp, name), self.args.keep_logs)
         for p in reversed(self.processes):
             if p.poll() is None:
                 p.terminate()
@@ -359,8 +364,12 @@ class Bench:
             'HEALTHCHECK --interval=1s --timeout=1s --retries=3 CMD ["/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]\n',
         )
         log(f"base image {base[7:19]}; building {count} versions of each variant")
-        for variant in ("plain", "health"):
-            for i in range(count):
+        # The peer gets images of its own: ouroboros recreates a container from
+        # the first of its new image's tags, so an image shared with another
+        # repository would move its container there (see the report's notes).
+        self.build(f"{self.prefix}-base:peer", f"FROM {self.prefix}-base:plain\nLABEL hbench.peer=true\n")
+        for variant in ("plain", "health", "peer"):
+            for i in range(count if variant != "peer" else self.args.peer_iterations + 1):
                 tag = f"{self.prefix}-src-{variant}:v{i}"
                 self.build(tag, f"FROM {self.prefix}-base:{variant}\nLABEL hbench.version={i}\n")
                 self.versions[(variant, i)] = tag
@@ -466,7 +475,27 @@ class Bench:
 
         wait_until(ready, 90, interval=0.005, what="hoist /healthz")
         self.hoist = p
+        self.hoist_log = log_name
         return time.time() - started
+
+    def log_window(self, log_name, since, until, name):
+        """hoist's log lines about `name` stamped between since and until, as offsets from since."""
+        out = []
+        ansi = re.compile(r"\x1b\[[0-9;]*m")
+        try:
+            with open(os.path.join(self.tmp, log_name), errors="replace") as f:
+                for line in f:
+                    line = ansi.sub("", line.rstrip())
+                    stamp, _, rest = line.partition(" ")
+                    try:
+                        t = parse_time(stamp)
+                    except ValueError:
+                        continue
+                    if t is not None and since - 1.0 <= t <= until and re.search(f"{re.escape(name)}(:|=|\"|-hoist-old|$| )", rest):
+                        out.append(f"{t - since:+8.3f}s  {rest.strip()}")
+        except OSError:
+            pass
+        return out
 
     def stop_hoist(self):
         if self.hoist:
@@ -541,7 +570,7 @@ class Bench:
             name = attrs.get("name", "")
             if e.get("Type") == "container" and not any(name in (n, n + "-hoist-old") for n in names):
                 continue
-            if e.get("Type") == "image" and (e.get("Action") not in ("pull", "tag") or not any(re.search(f"/{re.escape(n)}(:|$)", e.get("id", "")) for n in names)):
+            if e.get("Type") == "image" and (e.get("Action") not in ("pull", "tag") or not any(re.search(f"/{re.escape(n)}(:|@|$)", e.get("id", "")) for n in names)):
                 continue
             if e.get("Type") not in ("container", "image"):
                 continue
@@ -591,9 +620,13 @@ class Bench:
                     sample["job_started"] = start - t0
                     sample["job_finished"] = start + job["duration"] / 1000.0 - t0
                 results[key].append(sample)
-                if i == 1 and key in ("hoist", "floor"):
-                    timelines[key] = self.engine_timeline(t0, time.time(), [name])
-                    timelines[key].insert(0, f"   0.000s  (push returned; digest {digest[:19]}…)")
+                if key in ("hoist", "floor"):
+                    # The engine's own account of every plain push, to explain outliers.
+                    tl = self.engine_timeline(t0, time.time(), [name])
+                    tl.insert(0, f"   0.000s  (push returned; digest {digest[:19]}…)")
+                    if key == "hoist":
+                        tl += ["", "hoist's log (seconds after the push returned):"] + self.log_window(self.hoist_log, t0, t0 + sample["job_finished"] + 0.5, name)
+                    timelines.setdefault(key, []).append((sample["running"], i, tl))
             log(
                 f"  push {i}/{n}: hoist running {results['hoist'][-1]['running']:.3f}s (job done {results['hoist'][-1]['job_finished']:.3f}s), "
                 f"floor {results['floor'][-1]['running']:.3f}s; healthy: hoist {results['hoist_h'][-1]['healthy']:.3f}s, floor {results['floor_h'][-1]['healthy']:.3f}s"
@@ -646,6 +679,12 @@ class Bench:
         self.sections["latency_raw"] = "\n".join(raw)
         for key, (name, _, _) in subjects.items():
             self.engine.remove(name)
+        if self.args.keep_logs:
+            os.makedirs(self.args.keep_logs, exist_ok=True)
+            with open(os.path.join(self.args.keep_logs, "latency-timelines.txt"), "w") as f:
+                for key, entries in timelines.items():
+                    for running, i, tl in entries:
+                        f.write(f"== {key} push {i}: running after {running:.3f}s\n" + "\n".join(tl) + "\n\n")
 
     # ------------------------------------------------------------ 2. fan-out
 
@@ -913,14 +952,18 @@ class Bench:
             "-s", os.path.join(ROOT, "benches", "intake.lua"),
             f"http://127.0.0.1:{self.hoist_port}", "--", self.args.payloads, TOKEN, "0.5",
         ]
+        cpu_before = cpu_seconds(self.hoist.pid)
         out = run(args, timeout=seconds + 60)
+        cpu = cpu_seconds(self.hoist.pid) - cpu_before
         r = json.loads(re.search(r"^INTAKE_JSON (.*)$", out, re.M).group(1))
+        r["cpu_us"] = cpu / r["requests"] * 1e6 if r["requests"] else float("nan")
         job = self.wait_job(digest, repo, 600)
         running = [t for t in job["targets"] if t["outcome"]["result"] == "updated"]
         log(f"intake during a 10-container deploy: {r['rps']:.0f} req/s, p99 {r['p99_us'] / 1000:.2f} ms; deploy took {job['duration'] / 1000:.1f}s")
         self.under_deploy = (r, job["duration"] / 1000.0, len(running))
         self.record("intake", "rps", "hoist:c32:during-deploy", r["rps"], "req/s", r["requests"])
         self.record("intake", "p99", "hoist:c32:during-deploy", r["p99_us"] / 1000, "ms", r["requests"])
+        self.record("intake", "cpu_per_request", "hoist:c32:during-deploy", r["cpu_us"], "us", r["requests"])
         for nm in names:
             self.engine.remove(nm)
 
@@ -970,7 +1013,7 @@ class Bench:
             return
         version = run([exe, "--version"], check=False) or "?"
         name = f"{self.prefix}-peer"
-        image = self.seed(self.versions[("plain", 0)], name)
+        image = self.seed(self.versions[("peer", 0)], name)
         self.docker_run(name, image, self.run_labels(False))
         interval = 30
         args = [exe, "-d", "unix://var/run/docker.sock", "-i", str(interval), "-m", name, "-l", "info", "--skip-startup-notifications"]
@@ -986,7 +1029,7 @@ class Bench:
         samples = []
         errors = []
         for i in range(1, self.args.peer_iterations + 1):
-            source = self.versions[("plain", i)]
+            source = self.versions[("peer", i)]
             new_id = self.image_id(source)
             # Push at a random point of its cycle (its last check was when the
             # previous update started, or at its start).
@@ -1013,6 +1056,10 @@ class Bench:
         }
         self.stop_process(p)
         self.engine.remove(name)
+        if self.peer_result["image_after"] and not self.peer_result["image_after"].endswith(f"/{name}:latest"):
+            self.notes.append(
+                f"ouroboros recreated `{name}` from `{self.peer_result['image_after']}`: it takes the first tag of the new image (`new.tags[0]`), not the reference the container ran."
+            )
         if samples:
             self.record("peer", "detect_to_running_median", "ouroboros", statistics.median(samples), "s", len(samples))
             self.record("peer", "detect_to_running_p95", "ouroboros", percentile(samples, 95), "s", len(samples))
@@ -1111,9 +1158,14 @@ class Bench:
             lines.append("</details>")
             lines.append("")
             for key, title in (("hoist", "hoist"), ("floor", "the floor")):
-                tl = self.latency_timelines.get(key)
-                if tl:
-                    lines.append(f"Engine events of the first push, {title} (`docker events`, seconds after the push returned):")
+                entries = self.latency_timelines.get(key) or []
+                picks = entries[:1]
+                slowest = max(entries, key=lambda e: e[0]) if entries else None
+                if slowest and slowest is not entries[0]:
+                    picks.append(slowest)
+                for running, i, tl in picks:
+                    which = "first" if i == 1 else "slowest"
+                    lines.append(f"Engine events of the {which} push (#{i}, running after {running:.3f} s), {title} (`docker events`, seconds after the push returned):")
                     lines.append("")
                     lines.append("```")
                     lines.extend(tl)
@@ -1146,7 +1198,8 @@ class Bench:
             if hasattr(self, "under_deploy"):
                 r, took, ok = self.under_deploy
                 lines.append(
-                    f"While a push of 10 containers was being deployed ({ok}/10 updated, job {took:.1f} s): {r['rps']:,.0f} requests/s, p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms (32 connections). Intake does not wait for deploy work: it queues (`try_reserve`) and answers."
+                    f"While a push of 10 containers was being deployed ({ok}/10 updated, job {took:.1f} s): {r['rps']:,.0f} requests/s, p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms (32 connections), "
+                    f"hoist CPU {r['cpu_us']:.0f} µs per request. Intake does not wait for deploy work (it queues with `try_reserve` and answers); what it loses during a deploy is CPU, to the engine creating and starting containers on the same 2 cores."
                 )
                 lines.append("")
             lines.append("Command (per run): `" + self.intake_results[0]["cmd"] + "`")
@@ -1157,8 +1210,8 @@ class Bench:
         lines.append("|---|---:|")
         if hasattr(self, "idle"):
             i = self.idle
-            lines.append(f"| Idle RSS, {i['indexed']} watched containers (2 s after ready) | {mib(i['idle'])} |")
-            lines.append(f"| Idle RSS, {i['targets_seen_empty']} watched containers | {mib(i['idle_empty'])} |")
+            lines.append(f"| Idle RSS, {i['indexed']} watched container(s) (2 s after ready) | {mib(i['idle'])} |")
+            lines.append(f"| Idle RSS, {i['targets_seen_empty']} watched container(s) (none of the bench's: other users' labelled containers on this engine) | {mib(i['idle_empty'])} |")
             lines.append(f"| Start-up to ready (process start → `/healthz` 200), {i['indexed']} watched, median of {len(i['startups'])} | {i['startup'] * 1000:.0f} ms |")
             lines.append(f"| Start-up to ready, {i['targets_seen_empty']} watched | {i['startup_empty'] * 1000:.0f} ms |")
             lines.append(f"| RSS after the intake runs | {mib(self.intake_rss[1])} (peak {mib(self.intake_rss[2])}) |")
@@ -1221,7 +1274,7 @@ class Bench:
         lines.append("")
         lines.append("```")
         lines.append("scripts/setup.sh            # docker-registry, busybox-static, wrk, a running engine")
-        lines.append("scripts/bench.sh            # this report: writes benches/RESULTS.md and benches/results.csv (about 15 minutes)")
+        lines.append("scripts/bench.sh            # this report: writes benches/RESULTS.md and benches/results.csv (about 20 minutes)")
         lines.append("scripts/bench.sh --smoke    # one iteration each, small counts (about a minute); writes to target/bench-smoke/")
         lines.append("```")
         lines.append("")
@@ -1255,6 +1308,7 @@ def main():
     p.add_argument("--payloads", default=os.path.join(ROOT, "..", "shared", "payloads"))
     p.add_argument("--command", default="scripts/bench.sh")
     p.add_argument("--only", default="latency,fanout,intake,sizes,peer")
+    p.add_argument("--keep-logs", default=os.environ.get("BENCH_KEEP_LOGS", ""), help="copy the logs (hoist, registry, peer) and per-push timelines here")
     args = p.parse_args()
     smoke = args.smoke
     args.iterations = int(os.environ.get("BENCH_ITERATIONS", 1 if smoke else 10))
