@@ -30,6 +30,13 @@ struct Envelope {
     events: Vec<serde_json::Value>,
 }
 
+/// The same envelope read straight into typed events: one pass and far fewer
+/// allocations than going through `Value`s, for the bodies that are fine.
+#[derive(Deserialize)]
+struct TypedEnvelope {
+    events: Vec<Event>,
+}
+
 #[derive(Deserialize)]
 struct Event {
     id: Option<String>,
@@ -61,6 +68,28 @@ struct Actor {
 
 /// Parses a notification envelope (v1 or v2 media type) into every event it holds.
 pub fn parse(body: &[u8]) -> Result<Vec<RegistryEvent>, ParseError> {
+    // Fast path. A body it cannot read is read again through `Value`s, which
+    // accept the same bodies or more, and say which event is wrong.
+    match serde_json::from_slice::<TypedEnvelope>(body) {
+        Ok(envelope) => envelope
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, event)| event_from(event).map_err(|why| malformed(index, why)))
+            .collect(),
+        Err(_) => parse_via_values(body),
+    }
+}
+
+fn malformed(index: usize, why: String) -> ParseError {
+    ParseError::Malformed {
+        format: FORMAT,
+        detail: format!("events[{index}]: {why}"),
+    }
+}
+
+/// The envelope as `Value`s first, then each event: slower, but an error names the event.
+fn parse_via_values(body: &[u8]) -> Result<Vec<RegistryEvent>, ParseError> {
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|e| ParseError::from_json(FORMAT, "a notification envelope {\"events\": [...]}", body, e))?;
     envelope
@@ -68,12 +97,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<RegistryEvent>, ParseError> {
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            let malformed = |why: String| ParseError::Malformed {
-                format: FORMAT,
-                detail: format!("events[{index}]: {why}"),
-            };
-            let event: Event = serde_json::from_value(value).map_err(|e| malformed(e.to_string()))?;
-            event_from(event).map_err(malformed)
+            let event: Event = serde_json::from_value(value).map_err(|e| malformed(index, e.to_string()))?;
+            event_from(event).map_err(|why| malformed(index, why))
         })
         .collect()
 }
@@ -420,6 +445,36 @@ mod tests {
                 other => panic!("{body:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_fast_path_reads_every_body_as_the_value_path_does() {
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads/"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("distribution-") && name.ends_with(".json"));
+        let mut compared = 0;
+        for file in files {
+            let body = fixture(&file);
+            for position in (0..body.len()).step_by(7) {
+                for byte in [b'"', b'}', b'A', b' '] {
+                    let mut corrupted = body.clone();
+                    corrupted[position] = byte;
+                    assert_eq!(
+                        format!("{:?}", parse(&corrupted)),
+                        format!("{:?}", parse_via_values(&corrupted)),
+                        "{file} with {:?} at {position}",
+                        byte as char
+                    );
+                    compared += 1;
+                }
+            }
+            assert_eq!(parse(&body).unwrap(), parse_via_values(&body).unwrap(), "{file}");
+        }
+        assert!(compared > 1000);
+        // A duplicate key fails the typed read; the value path keeps the last one, as before.
+        let body = br#"{"events":[{"id":"a","id":"b","action":"pull","target":{"repository":"r"}}]}"#;
+        assert_eq!(parse(body).unwrap()[0].event_id.as_deref(), Some("b"));
     }
 
     #[test]

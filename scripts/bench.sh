@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# hoist's benchmark suite (benches/bench.py does the measuring).
+#
+#   scripts/bench.sh            full run (about 15 minutes): builds the release
+#                               binary (and a static musl one for the image size),
+#                               installs the peer (ouroboros-cli, from PyPI) into
+#                               target/bench-venv, and writes benches/RESULTS.md
+#                               and benches/results.csv
+#   scripts/bench.sh --smoke    one iteration each with small counts (about a
+#                               minute), on the debug binary, no peer; writes to
+#                               target/bench-smoke/. Proves the suite still works.
+#
+# Tuning (full run defaults): BENCH_ITERATIONS=10 BENCH_FANOUT=1,10,50
+# BENCH_TARGETS=1000 BENCH_INTAKE_SECONDS=15 BENCH_CONNECTIONS=16,64
+# BENCH_STARTUPS=3 BENCH_PEER_ITERATIONS=5; BENCH_ONLY=latency,fanout,intake,sizes,peer.
+# Load goes to 127.0.0.1 only. Everything created is named hbench-<pid>-* and removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=false
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) smoke=true ;;
+    *) echo "usage: scripts/bench.sh [--smoke]" >&2; exit 64 ;;
+  esac
+done
+
+scripts/setup.sh
+python=$(command -v python3)
+args=()
+if $smoke; then
+  cargo build --locked --quiet
+  args+=(--smoke --hoist target/debug/hoist --out target/bench-smoke --command "scripts/bench.sh --smoke")
+  only=${BENCH_ONLY:-latency,fanout,intake,sizes}
+else
+  echo "bench: building the release binary"
+  cargo build --release --locked --quiet
+  args+=(--hoist target/release/hoist --out benches --command "scripts/bench.sh")
+  only=${BENCH_ONLY:-latency,fanout,intake,sizes,peer}
+
+  # A static binary for the FROM scratch image size, when the musl target is
+  # (or can be) installed.
+  musl_target=x86_64-unknown-linux-musl
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$musl_target"; then
+    rustup target add "$musl_target" >/dev/null 2>&1 || true
+  fi
+  if command -v rustup >/dev/null && rustup target list --installed | grep -qx "$musl_target"; then
+    # ring compiles C: it needs a musl C compiler (Debian's musl-tools).
+    if ! command -v musl-gcc >/dev/null; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1; } || true
+    fi
+    echo "bench: building the static musl binary"
+    if CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --quiet --target "$musl_target" 2>target/bench-musl-build.log; then
+      args+=(--musl-binary "target/$musl_target/release/hoist")
+    else
+      args+=(--musl-note "the musl build failed, so only the glibc binary size is reported: $(tail -n 3 target/bench-musl-build.log | tr '\n' ' ')")
+    fi
+  else
+    args+=(--musl-note "the $musl_target target is not installed and could not be added, so only the glibc binary size is reported")
+  fi
+
+  # The peer, in its own virtualenv.
+  venv=target/bench-venv
+  if [ ! -x "$venv/bin/ouroboros" ]; then
+    echo "bench: installing ouroboros-cli into $venv"
+    if ! { "$python" -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check "ouroboros-cli==1.4.2"; } >target/bench-peer-install.log 2>&1; then
+      args+=(--peer-note "ouroboros-cli could not be installed: $(tail -n 3 target/bench-peer-install.log | tr '\n' ' ')")
+    fi
+  fi
+  [ -x "$venv/bin/ouroboros" ] && args+=(--ouroboros "$venv/bin/ouroboros")
+fi
+
+exec "$python" benches/bench.py "${args[@]}" --only "$only"
