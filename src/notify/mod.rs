@@ -458,10 +458,20 @@ impl Notifier {
         let timeout = config.delivery.timeout;
         let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
         if let Some(url) = &config.slack {
-            channels.push(Arc::new(slack::Slack::new(url.clone(), timeout)?));
+            channels.push(Arc::new(webhook::JsonWebhook::new(
+                "slack",
+                url.clone(),
+                timeout,
+                slack::payload,
+            )?));
         }
         if let Some(url) = &config.teams {
-            channels.push(Arc::new(teams::Teams::new(url.clone(), timeout)?));
+            channels.push(Arc::new(webhook::JsonWebhook::new(
+                "teams",
+                url.clone(),
+                timeout,
+                teams::payload,
+            )?));
         }
         if let Some(email) = &config.email {
             channels.push(Arc::new(email::Email::new(email, timeout)?));

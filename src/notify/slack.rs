@@ -6,15 +6,10 @@
 //! characters per header, 3000 per section text, and `&`, `<`, `>` escaped in
 //! every mrkdwn text.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use url::Url;
 
 use super::render::{self, Message, TargetLine, Tone};
-use super::webhook::WebhookClient;
-use super::{BoxFuture, Channel, Notification, NotifyError, SendError};
-use crate::secret::Secret;
+use super::Notification;
 
 /// Target sections per message; the rest are summed up in one line, so the
 /// message stays under Slack's 50 blocks.
@@ -25,37 +20,6 @@ pub const MAX_SECTION_CHARS: usize = 3000;
 /// many targets still makes a readable (and accepted) message.
 const MAX_LOG_CHARS_TOTAL: usize = 24_000;
 const MAX_HEADER_CHARS: usize = 150;
-
-/// Sends to one Slack incoming webhook.
-pub struct Slack {
-    client: WebhookClient,
-}
-
-impl Slack {
-    pub fn new(url: Secret<Url>, timeout: Duration) -> Result<Slack, NotifyError> {
-        Ok(Slack {
-            client: WebhookClient::new("slack", url, timeout)?,
-        })
-    }
-}
-
-impl Channel for Slack {
-    fn name(&self) -> &'static str {
-        "slack"
-    }
-
-    fn send<'a>(&'a self, notification: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
-        Box::pin(async move {
-            let body =
-                serde_json::to_vec(&payload(notification)).map_err(|e| SendError::Invalid(e.to_string()))?;
-            self.client.post_json(body).await
-        })
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<String, SendError>> {
-        Box::pin(self.client.check())
-    }
-}
 
 /// The JSON body for one notification.
 pub fn payload(notification: &Notification) -> Value {

@@ -7,50 +7,14 @@
 //! first), then long texts. Untrusted text (container names, reasons, log
 //! lines) goes into `TextRun`s, which Teams does not read as markdown.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use url::Url;
 
 use super::render::{self, Message, TargetLine, Tone};
-use super::webhook::WebhookClient;
-use super::{BoxFuture, Channel, Notification, NotifyError, SendError};
-use crate::secret::Secret;
+use super::Notification;
 
 /// The largest body sent, in bytes: under Teams' 28 KB with room to spare.
 pub const MAX_PAYLOAD_BYTES: usize = 27 * 1024;
 pub const CARD_CONTENT_TYPE: &str = "application/vnd.microsoft.card.adaptive";
-
-/// Sends to one Teams Workflows webhook.
-pub struct Teams {
-    client: WebhookClient,
-}
-
-impl Teams {
-    pub fn new(url: Secret<Url>, timeout: Duration) -> Result<Teams, NotifyError> {
-        Ok(Teams {
-            client: WebhookClient::new("teams", url, timeout)?,
-        })
-    }
-}
-
-impl Channel for Teams {
-    fn name(&self) -> &'static str {
-        "teams"
-    }
-
-    fn send<'a>(&'a self, notification: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
-        Box::pin(async move {
-            let body =
-                serde_json::to_vec(&payload(notification)).map_err(|e| SendError::Invalid(e.to_string()))?;
-            self.client.post_json(body).await
-        })
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<String, SendError>> {
-        Box::pin(self.client.check())
-    }
-}
 
 /// How much of the message a card shows; shrunk step by step until it fits.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use url::Url;
 
-use super::{error_text, install_crypto_provider, scrub, NotifyError, SendError};
+use super::{
+    error_text, install_crypto_provider, scrub, BoxFuture, Channel, Notification, NotifyError, SendError,
+};
 use crate::secret::Secret;
 
 /// How much of an error response body is kept for the log (Slack answers
@@ -135,6 +137,47 @@ impl WebhookClient {
         let query = url.query().unwrap_or("");
         let password = url.password().unwrap_or("");
         scrub(text, &[full, path, query, password])
+    }
+}
+
+/// A channel that posts one JSON body per notification to a webhook. Slack
+/// and Teams differ only in their name and in how the body is built.
+pub struct JsonWebhook {
+    name: &'static str,
+    client: WebhookClient,
+    payload: fn(&Notification) -> serde_json::Value,
+}
+
+impl JsonWebhook {
+    pub fn new(
+        name: &'static str,
+        url: Secret<Url>,
+        timeout: Duration,
+        payload: fn(&Notification) -> serde_json::Value,
+    ) -> Result<JsonWebhook, NotifyError> {
+        Ok(JsonWebhook {
+            name,
+            client: WebhookClient::new(name, url, timeout)?,
+            payload,
+        })
+    }
+}
+
+impl Channel for JsonWebhook {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn send<'a>(&'a self, notification: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&(self.payload)(notification))
+                .map_err(|e| SendError::Invalid(e.to_string()))?;
+            self.client.post_json(body).await
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<String, SendError>> {
+        Box::pin(self.client.check())
     }
 }
 
