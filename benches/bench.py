@@ -1189,7 +1189,7 @@ class Bench:
             lines.append("")
             lines.append(
                 f"hoist with {i['indexed']} labelled targets in its index: `docker create`d (created, not started) containers on 20 image tags, which hoist lists and inspects like running ones. "
-                "Bodies: half are the Distribution payloads in `shared/payloads/distribution-*.json` as they are (blob pushes, pulls, mounts, deletes, by-digest pushes, and tag pushes of repositories nothing runs, repeating their event ids like a registry's retries), "
+                "Bodies: half are the Distribution payloads in `tests/fixtures/payloads/distribution-*.json` as they are (blob pushes, pulls, mounts, deletes, by-digest pushes, and tag pushes of repositories nothing runs, repeating their event ids like a registry's retries), "
                 "half are manifest pushes to tags nothing runs (50 tags, a new event id each), which hoist queues and its runner drops for want of a target (`benches/intake.lua`)."
             )
             lines.append("")
@@ -1305,7 +1305,7 @@ def main():
     p.add_argument("--ouroboros", help="the ouroboros executable (peer)")
     p.add_argument("--peer-note", default="")
     p.add_argument("--out", required=True)
-    p.add_argument("--payloads", default=os.path.join(ROOT, "..", "shared", "payloads"))
+    p.add_argument("--payloads", default=os.path.join(ROOT, "tests", "fixtures", "payloads"))
     p.add_argument("--command", default="scripts/bench.sh")
     p.add_argument("--only", default="latency,fanout,intake,sizes,peer")
     p.add_argument("--keep-logs", default=os.environ.get("BENCH_KEEP_LOGS", ""), help="copy the logs (hoist, registry, peer) and per-push timelines here")

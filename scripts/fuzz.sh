@@ -6,7 +6,7 @@
 #
 # Runs each target (default: all four) for SECONDS_PER_TARGET (default 60),
 # one after another, from a corpus seeded with the sample payloads in
-# ../shared/payloads (HOIST_PAYLOADS overrides) and tests/fuzz/seeds/. The
+# tests/fixtures/payloads (HOIST_PAYLOADS overrides) and tests/fuzz/seeds/. The
 # corpora (tests/fuzz/corpus/, git-ignored) grow across runs. Prints the
 # executions and crashes of every target; exits 1 when any target crashed,
 # leaving the input under tests/fuzz/artifacts/TARGET/. Replay one with
@@ -22,7 +22,7 @@ case "$seconds" in
   '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;
 esac
 fuzz_dir=tests/fuzz
-payloads="${HOIST_PAYLOADS:-../shared/payloads}"
+payloads="${HOIST_PAYLOADS:-tests/fixtures/payloads}"
 seeds="$fuzz_dir/seeds"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::deploy::engine::Engine;
+use crate::inventory::IndexSnapshot;
 use crate::job::Journal;
-use crate::target::IndexSnapshot;
 
 /// Extra health detail from stages that have their own checks (notifiers).
 pub type HealthDetail = Arc<dyn Fn() -> Value + Send + Sync>;

@@ -28,12 +28,12 @@ use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
 use crate::deploy::service::ServiceSettings;
 use crate::deploy::StepLog;
+use crate::inventory::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
 use crate::source::webhook::{self, IntakeState};
 use crate::swarm::{adopt, forward};
-use crate::target::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::telemetry;
 
 /// Why hoist could not start.

@@ -5,14 +5,14 @@
 //!  (Distribution,     (auth, parse,        (bounded      (per-tag order,   (pull, park old,
 //!   Harbor)            202/4xx)             queue)        matcher lookup)   create, verify,
 //!                                                              │            roll back)
-//!  docker events ──► target::watch ──► target::index snapshot ─┘
+//!  docker events ──► inventory::watch ──► inventory::index snapshot ─┘
 //!                                                              │ Notification
 //!                                                              ▼
 //!                                        job::journal (history API) · notify
 //! ```
 //!
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + one route).
-//! - [`target`] knows which containers opted in, kept current from the engine's events.
+//! - [`inventory`] knows which containers opted in, kept current from the engine's events.
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
 //! - [`deploy`] changes what runs, and never leaves fewer containers running than before.
@@ -22,6 +22,7 @@
 //! - [`notify`] and the journal's history (`/v1/history`) tell what happened.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod secret;
 pub mod shutdown;
@@ -29,12 +30,12 @@ pub mod telemetry;
 
 pub mod deploy;
 pub mod event;
+pub mod inventory;
 pub mod job;
 pub mod matcher;
 pub mod notify;
 pub mod source;
 pub mod swarm;
-pub mod target;
 
 pub mod api;
 pub mod app;

@@ -5,39 +5,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use hoist::config::{keys, Config, EnvVars};
 
-const CONFIGURATION_HELP: &str = "\
-Configuration (environment variables):
-  HOIST_LISTEN             address to serve on [default: 0.0.0.0:8080]
-  HOIST_WEBHOOK_TOKEN      bearer token webhooks must send (Authorization: Bearer <token>); required
-  HOIST_INSECURE_NO_AUTH   true to accept webhooks without a token (not recommended)
-  HOIST_REGISTRY_ALIASES   name=alias,... registry host names that are one registry,
-                           e.g. registry.example.com=127.0.0.1:5000
-  HOIST_STATE_DIR          where state is kept [default: /var/lib/hoist]
-  HOIST_HEALTH_GRACE       without a healthcheck, how long a new container must stay up [default: 5s]
-  HOIST_HEALTH_DEADLINE    how long a new container gets to be up (and healthy) [default: 60s]
-  HOIST_STOP_TIMEOUT       how long the old container gets to stop [default: 10s]
-  HOIST_MAX_PARALLEL       pushes of different images updated at once [default: 4]
-  HOIST_QUEUE_CAPACITY     pushes waiting; past it webhooks get 503 [default: 1024]
-  HOIST_MAX_BODY_BYTES     largest webhook body accepted [default: 1048576]
-  HOIST_SHUTDOWN_GRACE     on SIGTERM, how long running updates get to finish [default: 60s]
-  HOIST_REMOVE_OLD_IMAGES  true to remove an updated container's old image when unused [default: false]
-  HOIST_LOG_FORMAT         text or json [default: text]; RUST_LOG sets the level
-  HOIST_SERVICES           leader: update labelled services when this engine leads the swarm;
-                           off: never [default: leader]
-  HOIST_SERVICE_DEADLINE   most time a service's rolling update (or rollback) gets [default: 10m]
-  HOIST_PEERS              http://host:port,... other hoists every update is forwarded to
-  HOIST_PEERS_DNS          name[:port] resolved to the other hoists before each forward,
-                           e.g. tasks.hoist_hoist in a stack [port: this hoist's]
-  HOIST_FORWARD_ATTEMPTS   tries per peer before a forward is given up and reported [default: 5]
-  HOIST_DOCKER_CONFIG      docker config.json whose registry credentials go with service updates
-                           [default: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json]
-  HOIST_SLACK_WEBHOOK_URL, HOIST_TEAMS_WEBHOOK_URL, HOIST_SMTP_URL, HOIST_EMAIL_FROM, HOIST_EMAIL_TO
-                           notification channels (see the README)
-  DOCKER_HOST              the engine to manage [default: the local socket]
-
+/// Labels and routes, after the variables in `--help` (the variables come from
+/// `hoist::config::variables`, the list `Config` reads).
+const LABELS_AND_ROUTES_HELP: &str = "\
 Labels on containers (and on Swarm services: deploy labels):
   hoist.enable=true               update this container or service when its image tag is pushed
   registry-docker-updater=true    the same (older name)
@@ -55,7 +28,7 @@ Endpoints:
 /// hoist redeploys the containers that run an image tag as soon as a new
 /// image is pushed to that tag, and rolls back when the new one does not come up.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_long_help = CONFIGURATION_HELP, after_help = "Run `hoist run --help` (or `hoist --help`) for the configuration.")]
+#[command(version, about, long_about = None, after_help = "Run `hoist run --help` (or `hoist --help`) for the configuration.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +37,6 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the agent: serve webhooks, watch labelled containers, update them.
-    #[command(after_long_help = CONFIGURATION_HELP)]
     Run,
     /// Check a running hoist's /healthz (for a container HEALTHCHECK); exit 0 when healthy.
     Healthcheck {
@@ -74,8 +46,23 @@ enum Command {
     },
 }
 
+/// The configuration part of `--help`: every variable, then labels and routes.
+fn configuration_help() -> String {
+    format!(
+        "{}\n{LABELS_AND_ROUTES_HELP}",
+        hoist::config::variables::help_text(100)
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let help = configuration_help();
+    let command = Cli::command()
+        .after_long_help(help.clone())
+        .mut_subcommand("run", |run| run.after_long_help(help));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -5,7 +5,7 @@
 //! match as one when they are configured as aliases.
 
 use crate::event::{Aliases, ImageEvent};
-use crate::target::{IndexSnapshot, Target};
+use crate::inventory::{IndexSnapshot, Target};
 
 /// The targets that run the event's tag. Targets pinned by digest are never
 /// in the snapshot's tag lookup, so they are never moved.

@@ -1,6 +1,7 @@
 //! Logs and metrics: the tracing subscriber, every metric name, and one emit
 //! function per notable occurrence, so that what is logged is also counted.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -25,12 +26,23 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     // Fails only when a subscriber is already set (tests): keep that one.
     match format {
         LogFormat::Json => builder.json().try_init().ok(),
         LogFormat::Text => builder.try_init().ok(),
     };
+}
+
+/// Colour codes only for a person at a terminal: `docker logs`, journald and
+/// files get plain text. `NO_COLOR` set to anything non-empty turns colour off
+/// (<https://no-color.org>).
+pub fn use_colour(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// The process-wide Prometheus recorder, installed on first use (several
@@ -88,4 +100,17 @@ pub fn step_reached(step: &str, received_at: DateTime<Utc>) {
 /// `retried` (an attempt failed, another follows) or `failed` (given up).
 pub fn forward(outcome: &'static str) {
     metrics::counter!(FORWARDS, "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None), "a file or a pipe gets plain text");
+        assert!(!use_colour(true, Some("1".into())), "NO_COLOR turns colour off");
+        assert!(use_colour(true, Some("".into())), "an empty NO_COLOR is unset");
+    }
 }

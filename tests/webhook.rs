@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::harness::{Hoist, TOKEN};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/payloads/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/payloads/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

@@ -23,8 +23,8 @@ use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
 use super::{health, Outcome, StepLog};
 use crate::config::HealthConfig;
 use crate::event::Digest;
+use crate::inventory::PARKED_SUFFIX;
 use crate::job::journal::StepRecord;
-use crate::target::PARKED_SUFFIX;
 
 /// How many log lines of a failed container go into the report.
 pub const LOG_TAIL_LINES: usize = 20;

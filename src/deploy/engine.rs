@@ -26,7 +26,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::credentials::RegistryAuth;
 use crate::event::{Digest, ImageRef};
-use crate::target::labels;
+use crate::inventory::labels;
 
 /// A failed engine call, sorted so callers know whether to retry.
 #[derive(Debug, thiserror::Error)]

@@ -23,10 +23,10 @@ use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
 use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::{Outcome, StepLog};
 use crate::event::{Aliases, ImageEvent, TagKey};
+use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
 use crate::swarm::{self, ServicesMode};
-use crate::target::{IndexSnapshot, Target, TargetKind};
 use crate::telemetry;
 
 /// What the runner needs besides its channels.

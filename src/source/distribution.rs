@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn the_fast_path_reads_every_body_as_the_value_path_does() {
-        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads/"))
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/payloads/"))
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .filter(|name| name.starts_with("distribution-") && name.ends_with(".json"));

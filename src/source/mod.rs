@@ -157,7 +157,7 @@ impl ParseError {
 /// beside the repository root (here and in CI).
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    const PAYLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads/");
+    const PAYLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/payloads/");
     let path = format!("{PAYLOADS}{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }

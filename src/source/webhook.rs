@@ -26,11 +26,11 @@ use super::{distribution, harbor, ParseError, RegistryEvent};
 /// A source's pure parser.
 type Parser = fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>;
 use crate::event::{Aliases, ImageEvent, SourceKind};
+use crate::inventory::IndexSnapshot;
 use crate::job::journal::Acceptance;
 use crate::job::{Job, Journal};
 use crate::matcher::matching_targets;
 use crate::secret::Secret;
-use crate::target::IndexSnapshot;
 use crate::telemetry;
 
 /// What the route needs. Cheap to clone.

@@ -1,6 +1,6 @@
 //! Swarm services as targets: listed on managers, kept current from `type=service` events.
 //!
-//! `target::watch` calls in here next to its container listing, so the index
+//! `inventory::watch` calls in here next to its container listing, so the index
 //! holds both kinds. A service is matched by its spec image without the digest
 //! (`repo:tag`): Swarm pins services to a digest after their first deploy.
 
@@ -9,8 +9,8 @@ use tracing::{debug, warn};
 use crate::deploy::engine::{Engine, EngineError, ServiceDetails, ServiceEvent};
 use crate::deploy::service::pinned_digest;
 use crate::event::ImageRef;
-use crate::target::labels::{TargetOptions, STACK_NAMESPACE};
-use crate::target::{Target, TargetId, TargetIndex, TargetKind};
+use crate::inventory::labels::{TargetOptions, STACK_NAMESPACE};
+use crate::inventory::{Target, TargetId, TargetIndex, TargetKind};
 
 /// Turns an inspected service into a target, or says why it is not one.
 pub fn target_from(service: &ServiceDetails) -> Result<Target, String> {

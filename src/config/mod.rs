@@ -17,6 +17,9 @@ use crate::notify::NotifyConfig;
 use crate::secret::Secret;
 use crate::swarm::SwarmConfig;
 
+pub mod variables;
+pub use variables::{Variable, VARIABLES};
+
 /// Where configuration values come from.
 pub trait Vars {
     fn var(&self, key: &str) -> Option<String>;
@@ -162,7 +165,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "h" => number * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(seconds))
+    // Fallible: an absurd value (a label such as `100000000000000000000`) is an error, not a panic.
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// How logs are written.
@@ -369,5 +373,8 @@ mod tests {
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("3 days"), None);
+        assert_eq!(parse_duration("100000000000000000000"), None);
+        assert_eq!(parse_duration("1e400"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
     }
 }

@@ -86,7 +86,7 @@ impl TargetIndex {
 mod tests {
     use super::*;
     use crate::event::ImageRef;
-    use crate::target::TargetOptions;
+    use crate::inventory::TargetOptions;
 
     fn target(id: &str, name: &str, image: &str) -> Target {
         Target {
@@ -99,7 +99,7 @@ mod tests {
             options: TargetOptions::default(),
             compose_project: None,
             compose_service: None,
-            kind: crate::target::TargetKind::Container,
+            kind: crate::inventory::TargetKind::Container,
         }
     }
 
