@@ -38,18 +38,22 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// 200 when the engine answers; 503 otherwise. Notifier problems are shown
-/// but do not fail the check: deploys still work without them.
+/// 200 when the engine answers and the journal can be written; 503
+/// otherwise (pushes are then refused with 503 too). Notifier problems are
+/// shown but do not fail the check: deploys still work without them.
 async fn healthz(State(state): State<ApiState>) -> Response {
     let engine = state.engine.ping().await;
-    let status = if engine.is_ok() {
+    let journal = state.journal.check().await;
+    let healthy = engine.is_ok() && journal.is_ok();
+    let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if engine.is_ok() { "ok" } else { "unavailable" },
+        "status": if healthy { "ok" } else { "unavailable" },
         "engine": match &engine { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "journal": match &journal { Ok(()) => "ok".to_string(), Err(e) => format!("cannot be written: {e}") },
         "engine_api_version": state.engine.api_version(),
         "targets": state.snapshot.borrow().len(),
         "notifiers": (state.notifiers)(),

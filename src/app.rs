@@ -23,11 +23,10 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::deploy::container;
 use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
 use crate::deploy::service::ServiceSettings;
-use crate::deploy::StepLog;
+use crate::deploy::FaultPause;
 use crate::inventory::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
@@ -88,8 +87,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = &'static str>) -
 /// index has had its first sync.
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let engine = Engine::connect(config.docker_host.as_deref()).await?;
-    engine.ping().await?;
-    info!(api_version = %engine.api_version(), "Connected to the docker engine.");
+    // An engine that is down (restarting, upgrading) does not stop hoist:
+    // accepted pushes are kept, and jobs wait for it.
+    let engine_answers = match engine.ping().await {
+        Ok(()) => {
+            info!(api_version = %engine.api_version(), "Connected to the docker engine.");
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "The docker engine does not answer; starting anyway. Updates wait for it.");
+            false
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -102,13 +111,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     })?;
     let metrics = telemetry::metrics_handle();
     let journal = Journal::open(&config.state_dir)?;
-    let pause_after: Option<Arc<str>> = config.fault_pause_after.as_deref().map(Arc::from);
-    if let Some(step) = &pause_after {
-        warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (crash tests only).");
-    }
-    // Before anything watches or updates: bring every target that a crash left
-    // half-updated to a safe state. Those jobs then run again below.
-    let unfinished = recover(&engine, &journal, &pause_after).await?;
+    let pause = config.fault_pause_after.clone().map(|step| {
+        warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (fault tests only).");
+        Arc::new(FaultPause::new(step, config.fault_pause_file.clone()))
+    });
+    // Jobs accepted and not finished run again below; the runner first
+    // brings whatever a crash left half done to a safe state, once the engine answers.
+    let unfinished = unfinished_jobs(&journal).await?;
 
     // The index: owned by the watch task, read through snapshots.
     let (snapshot_tx, mut snapshot_rx) = watch::channel(Arc::new(IndexSnapshot::default()));
@@ -120,10 +129,12 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         stop.child_token(),
     ));
     // Ready means the targets are known: wait for the first sync (bounded, so
-    // a slow engine delays readiness, not start-up forever).
-    if tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed())
-        .await
-        .is_err()
+    // a slow engine delays readiness, not start-up forever). Until then every
+    // update pushed is journaled, whether or not a target runs it.
+    if engine_answers
+        && tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed())
+            .await
+            .is_err()
     {
         warn!("The target index is not synced yet; serving anyway.");
     }
@@ -163,7 +174,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
                 stop_timeout: config.stop_timeout,
             },
             max_parallel: config.max_parallel,
-            pause_after,
+            pause,
             remove_old_images: config.remove_old_images,
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
@@ -171,6 +182,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
                 ..ServiceSettings::default()
             },
             services: config.swarm.services,
+            engine_retry_for: config.engine_retry_for,
         },
         snapshot_rx.clone(),
         journal.clone(),
@@ -178,7 +190,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             let notifier = notifier.clone();
             Arc::new(move |notification| notifier.notify(notification.clone()))
         },
-    );
+    )
+    .with_shutdown(stop.clone());
     let jobs = TaskTracker::new();
     let adopt_task = tokio::spawn(adopt::run(
         engine.clone(),
@@ -280,39 +293,17 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     })
 }
 
-/// Repairs what a crash left half done, from the journal: each target of an
-/// unfinished job is rolled back (or, if its new container had been verified,
-/// finished). Returns the jobs to run again, with what recovery did.
-async fn recover(
-    engine: &Engine,
-    journal: &Journal,
-    pause_after: &Option<Arc<str>>,
-) -> Result<Vec<Job>, StartError> {
+/// The jobs accepted and not finished when hoist last stopped, oldest
+/// first, to run again. The runner repairs each one's half-done targets
+/// from the journal before running it, once the engine answers.
+async fn unfinished_jobs(journal: &Journal) -> Result<Vec<Job>, StartError> {
     let unfinished = journal.unfinished().await?;
-    let mut jobs = Vec::with_capacity(unfinished.len());
-    for job in unfinished {
-        let log = StepLog::new(journal.clone(), job.id, pause_after.clone());
-        let mut targets: Vec<&str> = job.steps.iter().map(|s| s.target.as_str()).collect();
-        targets.sort();
-        targets.dedup();
-        let mut recovered = Vec::new();
-        let mut all_safe = true;
-        for target in targets {
-            if let Some((outcome, safe)) = container::recover(engine, target, &job.steps, &log).await {
-                all_safe &= safe;
-                recovered.push((target.to_string(), outcome));
-            }
-        }
-        if all_safe {
-            jobs.push(Job {
-                id: job.id,
-                event: job.event,
-                recovered,
-            });
-        } else {
-            // Left open: the next start tries again. Running the job now could make it worse.
-            warn!(job = %job.id, "An interrupted job could not be repaired; it stays open for the next start.");
-        }
-    }
-    Ok(jobs)
+    Ok(unfinished
+        .into_iter()
+        .map(|job| Job {
+            id: job.id,
+            event: job.event,
+            recovered: Vec::new(),
+        })
+        .collect())
 }

@@ -36,6 +36,7 @@ fn target(name: &str, outcome: Outcome) -> TargetReport {
         compose_service: None,
         old_digest: Some(digest('a')),
         outcome,
+        note: None,
     }
 }
 

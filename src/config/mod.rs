@@ -230,6 +230,15 @@ pub struct Config {
     pub remove_old_images: bool,
     /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
     pub fault_pause_after: Option<String>,
+    /// `HOIST_FAULT_PAUSE_FILE`, for fault tests only: with `HOIST_FAULT_PAUSE_AFTER`,
+    /// pause once, keep this file while paused, and go on when it is removed.
+    pub fault_pause_file: Option<PathBuf>,
+    /// `HOIST_ENGINE_RETRY_FOR`: how long a job cut off by engine faults is
+    /// run again (once the engine answers) before it is reported failed.
+    pub engine_retry_for: Duration,
+    /// `HOIST_ENGINE_TIMEOUT`: the most time one engine call (or a quiet
+    /// stretch of a stream) may take; a stop gets `HOIST_STOP_TIMEOUT` more.
+    pub engine_timeout: Duration,
 }
 
 /// Names of every variable, in one place for `--help` and the README.
@@ -248,6 +257,9 @@ pub mod keys {
     pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
     pub const FAULT_PAUSE_AFTER: &str = "HOIST_FAULT_PAUSE_AFTER";
+    pub const FAULT_PAUSE_FILE: &str = "HOIST_FAULT_PAUSE_FILE";
+    pub const ENGINE_RETRY_FOR: &str = "HOIST_ENGINE_RETRY_FOR";
+    pub const ENGINE_TIMEOUT: &str = "HOIST_ENGINE_TIMEOUT";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
 }
@@ -302,6 +314,12 @@ impl Config {
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
         let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
+        let fault_pause_file = r.string(keys::FAULT_PAUSE_FILE).map(PathBuf::from);
+        let engine_retry_for = r.duration(keys::ENGINE_RETRY_FOR, Duration::from_secs(30 * 60));
+        let engine_timeout = r.duration(keys::ENGINE_TIMEOUT, Duration::from_secs(120));
+        if engine_timeout.is_zero() {
+            r.problem(keys::ENGINE_TIMEOUT, Some("0".into()), "must be more than 0".into());
+        }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         if !r.problems.is_empty() {
@@ -323,6 +341,9 @@ impl Config {
             swarm,
             log_format,
             fault_pause_after,
+            fault_pause_file,
+            engine_retry_for,
+            engine_timeout,
             remove_old_images,
         })
     }

@@ -56,6 +56,16 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var("HOIST_STOP_TIMEOUT", Some("10s"), "how long the old container gets to stop"),
     var(
+        "HOIST_ENGINE_TIMEOUT",
+        Some("2m"),
+        "most time one engine call, or a silent stretch of a pull, may take before it counts as an engine fault (a stop gets HOIST_STOP_TIMEOUT more)",
+    ),
+    var(
+        "HOIST_ENGINE_RETRY_FOR",
+        Some("30m"),
+        "how long an update cut off by engine faults (engine restarted, unreachable, stalled, 5xx) is run again once the engine answers, before it is reported failed",
+    ),
+    var(
         "HOIST_MAX_PARALLEL",
         Some("4"),
         "jobs (pushes of different image tags) that run at once",
@@ -139,7 +149,7 @@ pub const VARIABLES: &[Variable] = &[
 ];
 
 /// Variables read only by test builds, left out of `--help` and the README on purpose.
-pub const TEST_ONLY: &[&str] = &["HOIST_FAULT_PAUSE_AFTER"];
+pub const TEST_ONLY: &[&str] = &["HOIST_FAULT_PAUSE_AFTER", "HOIST_FAULT_PAUSE_FILE"];
 
 /// The variables' part of `--help`: one entry each, meanings wrapped at `width`.
 pub fn help_text(width: usize) -> String {

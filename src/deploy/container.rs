@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
-use super::{health, Outcome, StepLog};
+use super::{health, DeployError, Outcome, StepLog};
 use crate::config::HealthConfig;
 use crate::event::Digest;
 use crate::inventory::PARKED_SUFFIX;
@@ -62,6 +62,12 @@ pub struct ContainerUpdate {
     /// A rollback could not complete (engine gone mid-way): the target is not
     /// in a safe state yet, and [`recover`] must be run again until it is.
     pub needs_repair: bool,
+    /// The update was cut off by the engine or the journal, not judged: the
+    /// outcome is no verdict on the push, and the job should run again.
+    pub interrupted: Option<DeployError>,
+    /// The old container had been parked: an interrupted update was (or is
+    /// to be) rolled back, not merely not started.
+    pub touched: bool,
 }
 
 /// Updates the container called `name` to `new_image` (already pulled and tagged).
@@ -76,7 +82,7 @@ pub async fn update(
 ) -> ContainerUpdate {
     let old = match engine.inspect_container(name).await {
         Ok(old) => old,
-        Err(e) => return failed(None, format!("cannot inspect the container: {e}")),
+        Err(e) => return failed(None, DeployError::from_engine("cannot inspect the container", &e)),
     };
     let old_image = engine.inspect_image(old.image_id()).await;
     let old_digest = old_image
@@ -89,16 +95,23 @@ pub async fn update(
             old_digest,
             old_image_id: None,
             needs_repair: false,
+            interrupted: None,
+            touched: false,
         };
     }
     let old_image = match old_image {
         Ok(image) => image,
-        Err(e) => return failed(old_digest, format!("cannot inspect the current image: {e}")),
+        Err(e) => {
+            return failed(
+                old_digest,
+                DeployError::from_engine("cannot inspect the current image", &e),
+            )
+        }
     };
     if old.auto_remove() {
         return failed(
             old_digest,
-            "the container runs with --rm, so it cannot be kept for a rollback".into(),
+            DeployError::Verdict("the container runs with --rm, so it cannot be kept for a rollback".into()),
         );
     }
     let spec = match old.recreate_spec(&old_image, new_image, old.image_reference()) {
@@ -106,7 +119,7 @@ pub async fn update(
         Err(why) => {
             return failed(
                 old_digest,
-                format!("cannot read the container's configuration: {why}"),
+                DeployError::Verdict(format!("cannot read the container's configuration: {why}")),
             )
         }
     };
@@ -115,7 +128,14 @@ pub async fn update(
         return failed(old_digest, why);
     }
     if let Err(why) = parked.park(engine, settings.stop_timeout).await {
-        return failed(old_digest, why);
+        // Cut off half-way, the old container may be stopped or renamed:
+        // the repair puts it back from the journal's record.
+        let transient = why.is_transient();
+        return ContainerUpdate {
+            needs_repair: transient,
+            touched: transient,
+            ..failed(old_digest, why)
+        };
     }
     log.after(steps::PARKED).await;
 
@@ -126,7 +146,7 @@ pub async fn update(
         let new_id = engine
             .create(name, &spec)
             .await
-            .map_err(|e| (None, format!("cannot create the new container: {e}")))?;
+            .map_err(|e| (None, DeployError::from_engine("cannot create the new container", &e)))?;
         log.before(name, steps::CREATED, Some(new_id.clone()))
             .await
             .map_err(|why| (Some(new_id.clone()), why))?;
@@ -141,7 +161,7 @@ pub async fn update(
         engine.start(&new_id).await.map_err(|e| {
             (
                 Some(new_id.clone()),
-                format!("cannot start the new container: {e}"),
+                DeployError::from_engine("cannot start the new container", &e),
             )
         })?;
         log.after(steps::STARTED).await;
@@ -155,6 +175,7 @@ pub async fn update(
     }
     .await;
 
+    let mut interrupted = None;
     let (outcome, safe) = match result {
         Ok(()) => {
             // Once "verified" is journaled, recovery finishes forward.
@@ -166,10 +187,14 @@ pub async fn update(
             info!(container = name, "Container updated.");
             (Outcome::Updated, true)
         }
-        Err((new_id, reason)) => {
-            if let Err(why) = log.before(name, steps::ROLLING_BACK, Some(reason.clone())).await {
+        Err((new_id, why)) => {
+            let reason = why.to_string();
+            if let Err(unrecorded) = log.before(name, steps::ROLLING_BACK, Some(reason.clone())).await {
                 // Rolling back is the safe direction: do it even unrecorded.
-                warn!(container = name, %why, "Rolling back without a journal record.");
+                warn!(container = name, why = %unrecorded, "Rolling back without a journal record.");
+            }
+            if why.is_transient() {
+                interrupted = Some(why);
             }
             parked.restore(engine, new_id.as_deref(), reason).await
         }
@@ -189,15 +214,22 @@ pub async fn update(
         old_digest,
         old_image_id,
         needs_repair: !safe,
+        interrupted,
+        touched: true,
     }
 }
 
-fn failed(old_digest: Option<Digest>, reason: String) -> ContainerUpdate {
+/// Nothing was changed (or everything was put back by `park` itself).
+fn failed(old_digest: Option<Digest>, why: DeployError) -> ContainerUpdate {
     ContainerUpdate {
-        outcome: Outcome::Failed { reason },
+        outcome: Outcome::Failed {
+            reason: why.to_string(),
+        },
         old_digest,
         old_image_id: None,
         needs_repair: false,
+        interrupted: why.is_transient().then_some(why),
+        touched: false,
     }
 }
 
@@ -229,22 +261,24 @@ impl Parked {
         format!("{}{PARKED_SUFFIX}", self.name)
     }
 
-    async fn park(&self, engine: &Engine, stop_timeout: Duration) -> Result<(), String> {
+    /// Restart policy off, stopped, renamed aside. On failure it tries to
+    /// undo what it did; an engine fault may leave that half done, which the
+    /// journal-driven repair finishes.
+    async fn park(&self, engine: &Engine, stop_timeout: Duration) -> Result<(), DeployError> {
         let parked_name = self.parked_name();
         // A leftover from an earlier interrupted update: the container under
         // the real name is the one that counts.
         if let Ok(Some(leftover)) = engine.container_id_by_name(&parked_name).await {
             warn!(container = %self.name, leftover = %leftover, "Removing a parked container left by an earlier update.");
-            engine
-                .remove(&leftover)
-                .await
-                .map_err(|e| format!("cannot remove leftover {parked_name}: {e}"))?;
+            engine.remove(&leftover).await.map_err(|e| {
+                DeployError::from_engine(&format!("cannot remove leftover {parked_name}"), &e)
+            })?;
         }
         // Off first, so the engine does not restart it while parked (or after a daemon restart).
         engine
             .set_restart_policy(&self.id, None)
             .await
-            .map_err(|e| format!("cannot change the restart policy: {e}"))?;
+            .map_err(|e| DeployError::from_engine("cannot change the restart policy", &e))?;
         if self.was_running {
             if let Err(e) = engine.stop(&self.id, stop_timeout).await {
                 if let Err(again) = engine
@@ -253,14 +287,17 @@ impl Parked {
                 {
                     warn!(container = %self.name, error = %again, "Cannot restore the restart policy.");
                 }
-                return Err(format!("cannot stop the old container: {e}"));
+                return Err(DeployError::from_engine("cannot stop the old container", &e));
             }
         }
         if let Err(e) = engine.rename(&self.id, &parked_name).await {
-            self.bring_back(engine)
-                .await
-                .map_err(|again| format!("{e}; and then {again}"))?;
-            return Err(format!("cannot rename the old container aside: {e}"));
+            let why = DeployError::from_engine("cannot rename the old container aside", &e);
+            if let Err(again) = self.bring_back(engine).await {
+                warn!(container = %self.name, error = %again, "Cannot bring the old container back.");
+                // Transient either way now: the repair has to finish it.
+                return Err(DeployError::EngineGone(format!("{why}; and then {again}")));
+            }
+            return Err(why);
         }
         Ok(())
     }
@@ -340,27 +377,32 @@ impl Parked {
 }
 
 /// Brings one target of an interrupted job to a safe state, from its
-/// journaled steps and what the engine shows now. Returns `None` when the
-/// target needs nothing (untouched, or finished before the crash); otherwise
-/// the outcome and whether the target is now safe (when not, for example with
-/// the engine unreachable, it stays open in the journal to be tried again).
+/// journaled steps and what the engine shows now. `cause` says what
+/// interrupted it, for the report ("hoist stopped", "engine restarted").
+/// Returns `None` when the target needs nothing (untouched, or its last
+/// attempt finished); otherwise the outcome and whether the target is now
+/// safe (when not, for example with the engine unreachable, it stays open in
+/// the journal to be tried again).
 pub async fn recover(
     engine: &Engine,
     target: &str,
     records: &[StepRecord],
     log: &StepLog,
+    cause: &str,
 ) -> Option<(Outcome, bool)> {
     let mine: Vec<&StepRecord> = records.iter().filter(|r| r.target == target).collect();
-    if mine.iter().any(|r| r.step == steps::DONE) {
-        return None;
-    }
-    let parked: Parked = mine
+    // A job run again records a new attempt after the last one's "done".
+    let last_attempt = match mine.iter().rposition(|r| r.step == steps::DONE) {
+        Some(done) => &mine[done + 1..],
+        None => &mine[..],
+    };
+    let parked: Parked = last_attempt
         .iter()
         .find(|r| r.step == steps::PARKING)
         .and_then(|r| r.detail.as_deref())
         .and_then(|d| serde_json::from_str(d).ok())?;
-    let (outcome, safe) = match repair(engine, &parked, mine.iter().any(|r| r.step == steps::VERIFIED)).await
-    {
+    let verified = last_attempt.iter().any(|r| r.step == steps::VERIFIED);
+    let (outcome, safe) = match repair(engine, &parked, verified, cause).await {
         Ok(outcome) => (outcome, true),
         Err(why) => (Outcome::Failed { reason: why }, false),
     };
@@ -379,7 +421,7 @@ pub async fn recover(
 }
 
 /// Finishes (when the new container had been verified) or rolls back.
-async fn repair(engine: &Engine, parked: &Parked, verified: bool) -> Result<Outcome, String> {
+async fn repair(engine: &Engine, parked: &Parked, verified: bool, cause: &str) -> Result<Outcome, String> {
     let under_name = engine
         .container_id_by_name(&parked.name)
         .await
@@ -401,10 +443,10 @@ async fn repair(engine: &Engine, parked: &Parked, verified: bool) -> Result<Outc
         // Nothing left to roll back to; whatever runs under the name stays.
         error!(container = %parked.name, "Recovering an interrupted update, but the old container is gone.");
         return Ok(Outcome::Failed {
-            reason: "hoist stopped during the update and the old container is gone".into(),
+            reason: format!("{cause} during the update and the old container is gone"),
         });
     };
-    let reason = "hoist stopped during the update; rolled back".to_string();
+    let reason = format!("{cause} during the update; rolled back");
     // Anything under the name that is not the old container is the unproven new one.
     match under_name.filter(|id| *id != parked.id) {
         Some(new_id) => match parked.restore(engine, Some(&new_id), reason).await {

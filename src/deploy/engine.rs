@@ -32,9 +32,14 @@ use crate::inventory::labels;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The engine cannot be reached (socket missing, daemon down, timeout).
+    /// The engine cannot be reached (socket missing, daemon down, connection
+    /// reset, a stream broken mid-way).
     #[error("docker engine unreachable: {0}")]
     Unreachable(String),
+    /// The engine took the call but did not answer within the limit
+    /// (`HOIST_ENGINE_TIMEOUT`), or a stream went silent for that long.
+    #[error("docker engine did not answer: {0}")]
+    TimedOut(String),
     /// The object does not exist (any more).
     #[error("{what} not found")]
     NotFound { what: String },
@@ -54,7 +59,7 @@ impl EngineError {
     /// Worth another try later (the daemon or the registry may come back).
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Unreachable(_) => true,
+            EngineError::Unreachable(_) | EngineError::TimedOut(_) => true,
             EngineError::Refused { status, .. } => *status >= 500,
             EngineError::Pull { .. } | EngineError::NotFound { .. } => false,
         }
@@ -77,6 +82,7 @@ impl EngineError {
                 status: status_code,
                 message,
             },
+            BollardError::RequestTimeoutError => EngineError::TimedOut(action),
             other => EngineError::Unreachable(format!("{action}: {other}")),
         }
     }

@@ -9,26 +9,48 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::engine::{Engine, Health};
+use super::DeployError;
 use crate::config::HealthConfig;
 
 /// How often the container is inspected while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// Waits until the container is up, or returns why it is not.
-pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(), String> {
+/// Waits until the container is up, or returns why it is not: a verdict on
+/// the new container, or an engine fault that leaves the question open.
+pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(), DeployError> {
+    check(engine, id, settings).await.map_err(|why| match why {
+        Checked::Engine(e) => DeployError::from_engine("cannot inspect the new container", &e),
+        Checked::Down(reason) => DeployError::Verdict(reason),
+    })
+}
+
+/// Why the gate was not passed.
+enum Checked {
+    Engine(super::engine::EngineError),
+    Down(String),
+}
+
+impl From<String> for Checked {
+    fn from(reason: String) -> Checked {
+        Checked::Down(reason)
+    }
+}
+
+async fn check(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(), Checked> {
     let started = Instant::now();
     let deadline = started + settings.deadline;
     let mut running_since: Option<Instant> = None;
     let mut first_restart_count = None;
     loop {
-        let details = engine.inspect_container(id).await.map_err(|e| e.to_string())?;
+        let details = engine.inspect_container(id).await.map_err(Checked::Engine)?;
         let restart_count = details.restart_count();
         let baseline = *first_restart_count.get_or_insert(restart_count);
         if details.restarting() || restart_count > baseline {
             return Err(format!(
                 "the new container keeps restarting (exit code {})",
                 details.exit_code().unwrap_or(-1)
-            ));
+            )
+            .into());
         }
         if !details.running() {
             let mut reason = format!(
@@ -38,7 +60,7 @@ pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -
             if let Some(error) = details.state_error() {
                 reason.push_str(&format!(": {error}"));
             }
-            return Err(reason);
+            return Err(reason.into());
         }
         match details.health() {
             Some(Health::Healthy) => return Ok(()),
@@ -46,7 +68,8 @@ pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -
                 let output = details.last_health_output().unwrap_or_default();
                 return Err(format!("the new container is unhealthy: {output}")
                     .trim_end_matches(": ")
-                    .to_string());
+                    .to_string()
+                    .into());
             }
             Some(Health::Starting) => {}
             None => {
@@ -64,7 +87,8 @@ pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -
                     "the new container did not stay up for {:?} within {:?}",
                     settings.grace, settings.deadline
                 )
-            });
+            }
+            .into());
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

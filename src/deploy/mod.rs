@@ -56,17 +56,127 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Why an update did not get where it was going.
+///
+/// Only [`DeployError::Verdict`] is a verdict on the push for this target (the
+/// new container did not come up, its configuration cannot be carried over,
+/// the registry refused the pull...). The others say the engine or the
+/// journal let the update down half-way: the target is brought back to a
+/// safe state and the job runs again once they answer
+/// ([`DeployError::is_transient`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// The engine went away: connection refused or reset, a stream broken mid-way.
+    #[error("{0}")]
+    EngineGone(String),
+    /// The engine answered with a server error (5xx).
+    #[error("{0}")]
+    EngineFailed(String),
+    /// An engine call or stream ran out of time (`HOIST_ENGINE_TIMEOUT`).
+    #[error("{0}")]
+    EngineStalled(String),
+    /// The journal could not record a step (disk full, read-only state dir),
+    /// so the step was not taken.
+    #[error("{0}")]
+    Journal(String),
+    /// Anything else: the outcome stands.
+    #[error("{0}")]
+    Verdict(String),
+}
+
+impl DeployError {
+    /// Not a verdict on the push: run the job again later.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, DeployError::Verdict(_))
+    }
+
+    /// An engine error, sorted; `context` says what was being done.
+    pub fn from_engine(context: &str, error: &engine::EngineError) -> DeployError {
+        let message = format!("{context}: {error}");
+        match error {
+            engine::EngineError::TimedOut(_) => DeployError::EngineStalled(message),
+            engine::EngineError::Unreachable(_) => DeployError::EngineGone(message),
+            _ if error.is_transient() => DeployError::EngineFailed(message),
+            _ => DeployError::Verdict(message),
+        }
+    }
+
+    /// What happened, in words for a report: "engine restarted", ...
+    pub fn what_happened(&self) -> &'static str {
+        match self {
+            DeployError::EngineGone(_) => "engine restarted",
+            DeployError::EngineFailed(_) => "engine failed",
+            DeployError::EngineStalled(_) => "engine stopped answering",
+            DeployError::Journal(_) => "journal could not be written",
+            DeployError::Verdict(_) => "update failed",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            DeployError::EngineGone(m)
+            | DeployError::EngineFailed(m)
+            | DeployError::EngineStalled(m)
+            | DeployError::Journal(m)
+            | DeployError::Verdict(m) => m,
+        }
+    }
+}
+
+/// The fault-test hook (`HOIST_FAULT_PAUSE_AFTER`, `HOIST_FAULT_PAUSE_FILE`):
+/// stop still right after one step. Without a file, for ever (the crash
+/// tests then SIGKILL hoist); with one, once: the file is created on pausing
+/// and the update goes on when the test removes it (after it has done
+/// something to the engine). Does nothing unless those variables are set.
+#[derive(Debug)]
+pub struct FaultPause {
+    pub step: String,
+    pub file: Option<std::path::PathBuf>,
+    /// Set on the first pause, so a job run again does not pause again.
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl FaultPause {
+    pub fn new(step: String, file: Option<std::path::PathBuf>) -> FaultPause {
+        FaultPause {
+            step,
+            file,
+            fired: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    async fn pause(&self, job: crate::job::JobId, step: &str) {
+        if self.step != step {
+            return;
+        }
+        tracing::warn!(job = %job, step, "Fault injection: paused after this step.");
+        let Some(file) = &self.file else {
+            return std::future::pending::<()>().await;
+        };
+        if self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = std::fs::write(file, step) {
+            tracing::warn!(error = %e, "Fault injection: cannot create the pause file; not pausing.");
+            return;
+        }
+        while file.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::warn!(job = %job, step, "Fault injection: resumed.");
+    }
+}
+
 /// Records each step of an update in the journal before it is taken, so a
 /// crash at any point can be repaired at the next start.
 ///
-/// It also holds the crash-test hook: with `HOIST_FAULT_PAUSE_AFTER=<step>`,
-/// hoist stops still right after that step (the tests then SIGKILL it). The
-/// hook does nothing unless that variable is set.
+/// It also holds the fault-test hook ([`FaultPause`]).
 #[derive(Clone)]
 pub struct StepLog {
     journal: crate::job::Journal,
     job: crate::job::JobId,
-    pause_after: Option<std::sync::Arc<str>>,
+    pause: Option<std::sync::Arc<FaultPause>>,
     /// When the push arrived, for the push-to-running and push-to-healthy metrics.
     received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -75,12 +185,12 @@ impl StepLog {
     pub fn new(
         journal: crate::job::Journal,
         job: crate::job::JobId,
-        pause_after: Option<std::sync::Arc<str>>,
+        pause: Option<std::sync::Arc<FaultPause>>,
     ) -> StepLog {
         StepLog {
             journal,
             job,
-            pause_after,
+            pause,
             received_at: None,
         }
     }
@@ -91,12 +201,17 @@ impl StepLog {
         self
     }
 
+    /// The job the steps are recorded for.
+    pub fn job(&self) -> crate::job::JobId {
+        self.job
+    }
+
     /// Records `step` for `target`; the caller must not take the step if this fails.
-    pub async fn before(&self, target: &str, step: &str, detail: Option<String>) -> Result<(), String> {
+    pub async fn before(&self, target: &str, step: &str, detail: Option<String>) -> Result<(), DeployError> {
         self.journal
             .step(self.job, target, step, detail)
             .await
-            .map_err(|e| format!("cannot record step {step}: {e}"))
+            .map_err(|e| DeployError::Journal(format!("cannot record step {step}: {e}")))
     }
 
     /// A step was taken: the fault-injection point.
@@ -104,9 +219,8 @@ impl StepLog {
         if let Some(received_at) = self.received_at {
             crate::telemetry::step_reached(step, received_at);
         }
-        if self.pause_after.as_deref() == Some(step) {
-            tracing::warn!(job = %self.job, step, "Fault injection: paused after this step.");
-            std::future::pending::<()>().await;
+        if let Some(pause) = &self.pause {
+            pause.pause(self.job, step).await;
         }
     }
 }

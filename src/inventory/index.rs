@@ -10,9 +10,18 @@ use crate::event::{Aliases, TagKey};
 #[derive(Debug, Default)]
 pub struct IndexSnapshot {
     by_tag: HashMap<TagKey, Vec<Target>>,
+    /// Built from a full list of the engine's containers. The empty view
+    /// before the first list (the engine down at start-up) is not: "no
+    /// target" means "not known yet" there.
+    synced: bool,
 }
 
 impl IndexSnapshot {
+    /// Whether the view comes from the engine (see [`IndexSnapshot::synced`]).
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
     /// Targets running `key`, in name order.
     pub fn targets_for(&self, key: &TagKey) -> &[Target] {
         self.by_tag.get(key).map_or(&[], Vec::as_slice)
@@ -78,7 +87,7 @@ impl TargetIndex {
             // of one container at once.
             targets.dedup_by(|a, b| a.name == b.name);
         }
-        Arc::new(IndexSnapshot { by_tag })
+        Arc::new(IndexSnapshot { by_tag, synced: true })
     }
 }
 

@@ -7,11 +7,23 @@
 //! - A finished job's report is stored with it, which is what `/v1/history`
 //!   serves, across restarts.
 //!
-//! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit survives the
-//! process being killed at any point (the write is in the OS before `accept`
-//! returns); only a power loss may take the last commits. The connection sits
-//! behind a std mutex, held for one short statement or transaction and never
-//! across an `.await`; callers from async code go through `spawn_blocking`.
+//! Acknowledged means durable, across a power cut and not only a process
+//! kill: SQLite runs in WAL mode with `synchronous=FULL`, so every commit
+//! (a push accepted, a step recorded) is fsynced before the call returns,
+//! and so before the 202 leaves or the step is taken. (`NORMAL` would leave
+//! the last commits in the OS's cache, and a power cut could take them.) A
+//! push that no target runs is acknowledged without a record, so it costs
+//! nothing here.
+//!
+//! When a write fails (disk full, state dir read-only), the caller refuses
+//! the push with 503 (the registry sends it again) and [`Journal::health`]
+//! says so for `/healthz`; the first write that works again clears it, and
+//! [`Journal::check`] tries one for `/healthz` so that the status recovers
+//! by itself once space returns.
+//!
+//! The connection sits behind a std mutex, held for one short statement or
+//! transaction and never across an `.await`; callers from async code go
+//! through `spawn_blocking`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -86,7 +98,7 @@ pub struct HistoryEntry {
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS jobs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id TEXT UNIQUE,
@@ -108,6 +120,10 @@ CREATE TABLE IF NOT EXISTS steps (
     at     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS steps_by_job ON steps(job_id);
+CREATE TABLE IF NOT EXISTS write_check (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
 ";
 
 /// How many finished jobs `/v1/history` returns.
@@ -117,6 +133,9 @@ const HISTORY_LIMIT: i64 = 500;
 #[derive(Clone)]
 pub struct Journal {
     connection: Arc<Mutex<Connection>>,
+    /// Why the last write failed; `None` once one works. A std mutex: held
+    /// only to copy or set the value.
+    write_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Journal {
@@ -139,7 +158,59 @@ impl Journal {
         })?;
         Ok(Journal {
             connection: Arc::new(Mutex::new(connection)),
+            write_failure: Arc::default(),
         })
+    }
+
+    /// `Err` with the reason while the journal cannot be written (the last
+    /// write failed); pushes are then refused with 503.
+    pub fn health(&self) -> Result<(), String> {
+        match lock(&self.write_failure).as_ref() {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Journal::health`], after trying a write when the last one failed,
+    /// so that the status clears by itself once the disk has room again.
+    pub async fn check(&self) -> Result<(), String> {
+        if self.health().is_ok() {
+            return Ok(());
+        }
+        let probe = self
+            .write(|db| {
+                db.execute(
+                    "INSERT OR REPLACE INTO write_check (id, at) VALUES (1, ?1)",
+                    [Utc::now().to_rfc3339()],
+                )
+                .map(|_| ())
+            })
+            .await;
+        probe.map_err(|e| e.to_string())
+    }
+
+    /// Runs a write on the connection and keeps [`Journal::health`] current.
+    async fn write<T, F>(&self, work: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let result = self.with(work).await;
+        let mut failure = lock(&self.write_failure);
+        match &result {
+            Ok(_) => {
+                if failure.take().is_some() {
+                    tracing::info!("The journal can be written again.");
+                }
+            }
+            Err(e) => {
+                if failure.is_none() {
+                    tracing::error!(error = %e, "The journal cannot be written (disk full or read-only?): pushes are refused with 503 until it can.");
+                }
+                *failure = Some(e.to_string());
+            }
+        }
+        result
     }
 
     /// Runs `work` on the connection off the async threads.
@@ -149,10 +220,7 @@ impl Journal {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            work(&mut connection).map_err(JournalError::from)
-        })
+        tokio::task::spawn_blocking(move || work(&mut lock(&connection)).map_err(JournalError::from))
         .await
         .map_err(|e| JournalError::Task(e.to_string()))?
     }
@@ -160,7 +228,7 @@ impl Journal {
     /// Stores a push before it is acknowledged; a redelivery is recognised by its id.
     pub async fn accept(&self, event: &ImageEvent) -> Result<Acceptance, JournalError> {
         let event = event.clone();
-        self.with(move |db| {
+        self.write(move |db| {
             if let Some(delivery) = &event.delivery_id {
                 let known: Option<i64> = db
                     .query_row("SELECT id FROM jobs WHERE delivery_id = ?1", [delivery], |r| {
@@ -197,7 +265,7 @@ impl Journal {
         detail: Option<String>,
     ) -> Result<(), JournalError> {
         let (target, step) = (target.to_string(), step.to_string());
-        self.with(move |db| {
+        self.write(move |db| {
             let tx = db.transaction()?;
             tx.execute(
                 "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state = 'queued'",
@@ -220,7 +288,7 @@ impl Journal {
         report: Option<serde_json::Value>,
     ) -> Result<(), JournalError> {
         let report = report.map(|r| r.to_string());
-        self.with(move |db| {
+        self.write(move |db| {
             db.execute(
                 "UPDATE jobs SET state = ?2, finished_at = ?3, report = ?4 WHERE id = ?1",
                 params![job.0, state, Utc::now().to_rfc3339(), report],
@@ -339,6 +407,12 @@ impl Journal {
     }
 }
 
+/// Locks a std mutex, recovering from poison: a panic mid-statement leaves
+/// SQLite's own state consistent (the transaction is rolled back).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +473,44 @@ mod tests {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].id, first);
         assert_eq!(history[0].report, Some(serde_json::json!({"image": "x"})));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_commit_is_synced_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let (mode, sync): (String, i64) = {
+            let db = lock(&journal.connection);
+            (
+                db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap(),
+                db.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap(),
+            )
+        };
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL: a 202 survives a power cut");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_that_cannot_be_written_says_so_until_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.health(), Ok(()));
+        // What a full disk or a read-only state dir does to a write.
+        lock(&journal.connection)
+            .execute_batch("PRAGMA query_only = ON")
+            .unwrap();
+        assert!(journal.accept(&event(Some("e-1"))).await.is_err());
+        assert!(journal.health().is_err());
+        assert!(journal.check().await.is_err(), "still failing");
+        lock(&journal.connection)
+            .execute_batch("PRAGMA query_only = OFF")
+            .unwrap();
+        assert_eq!(journal.check().await, Ok(()), "a write works again");
+        assert_eq!(journal.health(), Ok(()));
+        assert!(matches!(
+            journal.accept(&event(Some("e-1"))).await,
+            Ok(Acceptance::New(_))
+        ));
     }
 
     impl ImageEvent {

@@ -4,6 +4,15 @@
 //! mutex), a newer push of a key supersedes a waiting older one (a per-key
 //! sequence number), the same delivery twice is a no-op (a bounded set of
 //! recent delivery ids), and a semaphore caps how many jobs run at once.
+//!
+//! Faults that are no verdict on the push (the engine restarted, stalled or
+//! failed with a 5xx; the journal could not be written) do not end a job:
+//! its targets are brought back to a safe state, and the job runs again once
+//! the engine answers, with backoff, for up to `HOIST_ENGINE_RETRY_FOR`.
+//! The report then says what happened on the way ([`Interruption`]). A job
+//! that an earlier run of hoist left half done is repaired from the journal
+//! before it runs again, here rather than at start-up, so that start-up does
+//! not depend on the engine.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +28,11 @@ use tracing::{debug, error, info, warn};
 
 use super::queue::{JobReceiver, QueuedJob};
 use super::{Job, JobId, Journal};
+use crate::backoff::Backoff;
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
 use crate::deploy::service::{self, ServiceSettings};
-use crate::deploy::{Outcome, StepLog};
+use crate::deploy::{DeployError, FaultPause, Outcome, StepLog};
 use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::matcher::matching_targets;
@@ -36,15 +46,24 @@ pub struct RunnerSettings {
     pub update: UpdateSettings,
     /// Jobs (pushes of different tags) that may run at once.
     pub max_parallel: usize,
-    /// Crash tests only: stop still after this step (`HOIST_FAULT_PAUSE_AFTER`).
-    pub pause_after: Option<Arc<str>>,
+    /// Fault tests only: stop still after a step (`HOIST_FAULT_PAUSE_AFTER`).
+    pub pause: Option<Arc<FaultPause>>,
     /// Remove an updated target's old image when nothing uses it (`HOIST_REMOVE_OLD_IMAGES`).
     pub remove_old_images: bool,
     /// How Swarm services are updated and followed.
     pub service: ServiceSettings,
     /// Whether this hoist updates Swarm services (when its engine leads the swarm).
     pub services: ServicesMode,
+    /// How long a job cut off by engine faults is run again before it is
+    /// reported failed (`HOIST_ENGINE_RETRY_FOR`), counted from the first fault.
+    pub engine_retry_for: Duration,
 }
+
+/// Waits between tries of a job cut off by a fault, and of a repair.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// What the job-level "interrupted by" is called when hoist itself stopped.
+const HOIST_STOPPED: &str = "hoist stopped";
 
 /// Called with every finished job's report (the notifiers' entry point).
 pub type OnFinished = Arc<dyn Fn(&Notification) + Send + Sync>;
@@ -65,6 +84,9 @@ pub struct Runner {
     /// The std mutex is held only to look up.
     keys: Arc<Mutex<KeyStates>>,
     sequence: Arc<AtomicU64>,
+    /// Cancelled when shutdown starts: a job waiting for the engine to come
+    /// back stops waiting (it stays open in the journal for the next start).
+    stopping: CancellationToken,
 }
 
 impl Runner {
@@ -87,7 +109,14 @@ impl Runner {
             permits,
             keys: Arc::default(),
             sequence: Arc::default(),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Jobs waiting for the engine give up waiting (not their job) when `stopping` fires.
+    pub fn with_shutdown(mut self, stopping: CancellationToken) -> Runner {
+        self.stopping = stopping;
+        self
     }
 
     /// Takes jobs until the channel closes; each runs on `tracker`, so
@@ -132,54 +161,209 @@ impl Runner {
 
     async fn run_job(
         self,
-        job: Job,
+        mut job: Job,
         queued: QueuedJob,
         key: TagKey,
         key_lock: Arc<tokio::sync::Mutex<()>>,
         sequence: u64,
     ) {
-        let event = &job.event;
         let _key_guard = key_lock.lock().await;
-        if lock(&self.keys).is_superseded(&key, sequence) {
-            info!(image = %event.reference, digest = %event.digest.short(), "Superseded by a newer push; skipped.");
-            self.close(job.id, "superseded", None).await;
-            return;
-        }
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
-        // Running now: no longer waiting.
-        drop(queued);
-        let snapshot = self.snapshot.borrow().clone();
-        let targets = self
-            .acting_on(matching_targets(event, &snapshot, &self.aliases))
-            .await;
-        if targets.is_empty() {
-            debug!(image = %event.reference, "No target runs this image.");
-            self.close(job.id, "no_target", None).await;
-            return;
-        }
+        let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause.clone())
+            .with_received_at(job.event.received_at);
+        // Half done by an earlier run of hoist: safe first, superseded or not.
+        let mut interruptions = self.recover_interrupted(&mut job, &log).await;
+        let event = &job.event;
+        let mut queued = Some(queued);
+        // Outcomes reached by earlier tries (or by the recovery), reported
+        // when a later try finds the target current.
+        let mut earlier: HashMap<String, Outcome> = job.recovered.iter().cloned().collect();
+        let mut last: Option<(Vec<TargetResult>, Option<ImageDetails>)> = None;
+        let mut give_up_at: Option<Instant> = None;
         let started_at = Utc::now();
         let clock = Instant::now();
-        info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
-        let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause_after.clone())
-            .with_received_at(event.received_at);
-        let (results, new_image) = self.update_targets(event, &targets, &log).await;
-        self.repair_unsafe(&job, &results, &log).await;
+        for attempt in 1u32.. {
+            if lock(&self.keys).is_superseded(&key, sequence) {
+                info!(image = %event.reference, digest = %event.digest.short(), "Superseded by a newer push; skipped.");
+                self.close(job.id, "superseded", None).await;
+                return;
+            }
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            // Running now: no longer waiting.
+            drop(queued.take());
+            let fault = match self.try_job(event, &log, attempt).await {
+                Try::NoTarget => {
+                    debug!(image = %event.reference, "No target runs this image.");
+                    self.close(job.id, "no_target", None).await;
+                    return;
+                }
+                Try::EngineNotSeen(fault) => fault,
+                Try::Ran(results, new_image) => {
+                    let fault = results.iter().find_map(|r| r.interrupted.clone());
+                    for result in &results {
+                        let name = &result.report.name;
+                        if let Some(why) = &result.interrupted {
+                            interruptions.entry(name.clone()).or_insert(Interruption {
+                                what: why.what_happened().to_string(),
+                                rolled_back: result.touched,
+                            });
+                        } else if result.report.outcome != Outcome::AlreadyCurrent {
+                            earlier.insert(name.clone(), result.report.outcome.clone());
+                        }
+                    }
+                    last = Some((results, new_image));
+                    match fault {
+                        Some(fault) => fault,
+                        None => break,
+                    }
+                }
+            };
+            drop(permit);
+            let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + self.settings.engine_retry_for);
+            warn!(image = %event.reference, error = %fault, attempt, "The update was cut off by a fault that is no verdict on the push; it runs again once the engine answers.");
+            match self.wait_for_engine(attempt, deadline).await {
+                Waited::Answers => continue,
+                Waited::Stopping => {
+                    info!(job = %job.id, "Shutting down: the interrupted job stays open and runs at the next start.");
+                    return;
+                }
+                Waited::GaveUp => {
+                    error!(image = %event.reference, error = %fault, retried_for = ?self.settings.engine_retry_for, "Giving up on the update: the fault lasted too long.");
+                    if let Some((results, _)) = &mut last {
+                        for result in results.iter_mut() {
+                            if let Some(why) = result.interrupted.take() {
+                                result.report.outcome = Outcome::Failed {
+                                    reason: format!(
+                                        "{why}; still failing after {} of tries",
+                                        crate::notify::render::duration(self.settings.engine_retry_for)
+                                    ),
+                                };
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let Some((results, new_image)) = last else {
+            // The engine never answered, so which targets run the image was never known.
+            error!(image = %event.reference, digest = %event.digest.short(), "The engine did not answer within HOIST_ENGINE_RETRY_FOR; the push is dropped.");
+            self.close(job.id, "engine_unreachable", None).await;
+            return;
+        };
         if self.settings.remove_old_images {
             self.remove_old_images(&results).await;
         }
+        let finished_at = Utc::now();
         let mut reports: Vec<TargetReport> = results.into_iter().map(|r| r.report).collect();
-        // A re-run after crash recovery finds recovered targets current; report what recovery did.
         for report in &mut reports {
+            // A try after an earlier one (or after crash recovery) finds the target current.
             if report.outcome == Outcome::AlreadyCurrent {
-                if let Some((_, outcome)) = job.recovered.iter().find(|(name, _)| *name == report.name) {
+                if let Some(outcome) = earlier.get(&report.name) {
                     report.outcome = outcome.clone();
                 }
+            }
+            if let Some(interruption) = interruptions.get(&report.name) {
+                report.note = Some(interruption.note(&report.outcome, finished_at));
             }
         }
         self.record(job.id, event, reports, new_image, started_at, clock)
             .await;
+    }
+
+    /// One try of a job: match, pull, update every target, repair what an
+    /// engine fault left unsafe.
+    async fn try_job(&self, event: &ImageEvent, log: &StepLog, attempt: u32) -> Try {
+        let snapshot = self.snapshot.borrow().clone();
+        if !snapshot.is_synced() {
+            // Without a first list of the engine's containers, "no target" would drop the push.
+            return Try::EngineNotSeen(DeployError::EngineGone(
+                "the engine has not answered since hoist started, so its containers are not known".into(),
+            ));
+        }
+        let targets = self
+            .acting_on(matching_targets(event, &snapshot, &self.aliases))
+            .await;
+        if targets.is_empty() {
+            return Try::NoTarget;
+        }
+        if attempt == 1 {
+            info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
+        } else {
+            info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), attempt, "Update running again.");
+        }
+        let (results, new_image) = self.update_targets(event, &targets, log).await;
+        self.repair_unsafe(&results, log).await;
+        Try::Ran(results, new_image)
+    }
+
+    /// After a fault: waits with backoff until the engine answers a ping, the
+    /// deadline passes, or shutdown starts.
+    async fn wait_for_engine(&self, attempt: u32, deadline: Instant) -> Waited {
+        let mut attempt = attempt;
+        loop {
+            let wait = RETRY_BACKOFF.wait(attempt);
+            let now = Instant::now();
+            if now >= deadline {
+                return Waited::GaveUp;
+            }
+            tokio::select! {
+                _ = self.stopping.cancelled() => return Waited::Stopping,
+                _ = tokio::time::sleep(wait.min(deadline - now)) => {}
+            }
+            match self.engine.ping().await {
+                Ok(()) => return Waited::Answers,
+                Err(e) => debug!(error = %e, "The engine does not answer yet."),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Brings the targets of a job that an earlier run of hoist left half
+    /// done (it stopped, or the engine was gone) to a safe state, from the
+    /// journal, retrying until each is safe. Returns what interrupted them.
+    async fn recover_interrupted(&self, job: &mut Job, log: &StepLog) -> HashMap<String, Interruption> {
+        let mut interruptions = HashMap::new();
+        let steps = self.read_steps(job.id).await;
+        let mut targets: Vec<&str> = steps.iter().map(|s| s.target.as_str()).collect();
+        targets.sort();
+        targets.dedup();
+        for target in targets {
+            for attempt in 1u32.. {
+                match container::recover(&self.engine, target, &steps, log, HOIST_STOPPED).await {
+                    None => break,
+                    Some((outcome, true)) => {
+                        interruptions.insert(
+                            target.to_string(),
+                            Interruption {
+                                what: HOIST_STOPPED.to_string(),
+                                rolled_back: matches!(outcome, Outcome::RolledBack { .. }),
+                            },
+                        );
+                        job.recovered.push((target.to_string(), outcome));
+                        break;
+                    }
+                    Some((_, false)) => tokio::time::sleep(RETRY_BACKOFF.wait(attempt)).await,
+                }
+            }
+        }
+        interruptions
+    }
+
+    /// The journaled steps of a job. Retried until read: running a job whose
+    /// half-done state is unknown could undo the wrong container.
+    async fn read_steps(&self, job: JobId) -> Vec<crate::job::journal::StepRecord> {
+        for attempt in 1u32.. {
+            match self.journal.steps(job).await {
+                Ok(steps) => return steps,
+                Err(e) => {
+                    warn!(job = %job, error = %e, "Cannot read the journal; trying again.");
+                    tokio::time::sleep(RETRY_BACKOFF.wait(attempt)).await;
+                }
+            }
+        }
+        unreachable!("the loop above only ends by returning")
     }
 
     /// Follows, to its end, a service update that another hoist started (the
@@ -276,18 +460,14 @@ impl Runner {
         log: &StepLog,
     ) -> (Vec<TargetResult>, Option<ImageDetails>) {
         let report = |target: &Target, outcome: Outcome, old_digest| TargetResult {
-            report: TargetReport {
-                name: target.name.clone(),
-                compose_project: target.compose_project.clone(),
-                compose_service: target.compose_service.clone(),
-                old_digest,
-                outcome,
-            },
+            report: report_for(target, outcome, old_digest),
             needs_repair: false,
             old_image_id: None,
+            interrupted: None,
+            touched: false,
         };
         // Targets may name the registry differently (aliases); each name is pulled as the target names it.
-        let mut pulled: HashMap<String, Result<ImageDetails, String>> = HashMap::new();
+        let mut pulled: HashMap<String, Result<ImageDetails, DeployError>> = HashMap::new();
         // Services are pulled by Swarm on the nodes that run them, not here.
         for target in targets
             .iter()
@@ -302,7 +482,7 @@ impl Runner {
                 .engine
                 .pull_digest(&repository, &event.digest, tag)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| DeployError::from_engine("cannot pull the new image", &e));
             if let Err(e) = &result {
                 warn!(image = %event.reference, error = %e, "Pull failed; nothing was changed.");
             }
@@ -331,10 +511,15 @@ impl Runner {
                             TargetResult {
                                 needs_repair: done.needs_repair,
                                 old_image_id: done.old_image_id,
+                                interrupted: done.interrupted,
+                                touched: done.touched,
                                 ..report(&target, done.outcome, done.old_digest)
                             }
                         }
-                        Some(Err(e)) => report(&target, Outcome::Failed { reason: e.clone() }, None),
+                        Some(Err(e)) => TargetResult {
+                            interrupted: e.is_transient().then(|| e.clone()),
+                            ..report(&target, Outcome::Failed { reason: e.to_string() }, None)
+                        },
                         None => report(&target, Outcome::Failed { reason: "image was not pulled".into() }, None),
                     }
                 }
@@ -348,34 +533,79 @@ impl Runner {
     }
 }
 
-/// One target's end of a job, with what the runner still has to do about it.
+/// One target's end of a try, with what the runner still has to do about it.
 struct TargetResult {
     report: TargetReport,
     /// The rollback could not complete; see [`Runner::repair_unsafe`].
     needs_repair: bool,
     old_image_id: Option<String>,
+    /// Cut off by a fault that is no verdict: the job runs again.
+    interrupted: Option<DeployError>,
+    /// The old container had been parked (so it was, or is being, rolled back).
+    touched: bool,
+}
+
+/// How one try of a job ended.
+enum Try {
+    NoTarget,
+    /// The engine has not been listed since start-up: targets unknown.
+    EngineNotSeen(DeployError),
+    Ran(Vec<TargetResult>, Option<ImageDetails>),
+}
+
+/// How a wait for the engine ended.
+enum Waited {
+    Answers,
+    GaveUp,
+    Stopping,
+}
+
+/// What cut a target's update off before it got anywhere, for its report.
+#[derive(Clone, Debug)]
+struct Interruption {
+    /// "engine restarted", "hoist stopped", ...
+    what: String,
+    /// The old container had been parked, and was put back.
+    rolled_back: bool,
+}
+
+impl Interruption {
+    /// "engine restarted during the update; rolled back, then updated at 2026-12-02 10:42:13 UTC".
+    fn note(&self, outcome: &Outcome, at: chrono::DateTime<Utc>) -> String {
+        let mut note = format!("{} during the update", self.what);
+        if self.rolled_back {
+            note.push_str("; rolled back");
+        }
+        let at = at.format("%Y-%m-%d %H:%M:%S UTC");
+        match outcome {
+            Outcome::Updated if self.rolled_back => note.push_str(&format!(", then updated at {at}")),
+            Outcome::Updated => note.push_str(&format!("; updated at {at}")),
+            Outcome::AlreadyCurrent | Outcome::MonitorOnly => {}
+            _ => note.push_str(&format!("; tried again until {at}")),
+        }
+        note
+    }
 }
 
 impl Runner {
     /// Targets whose rollback could not complete (the engine went away mid-way)
-    /// are repaired here, with backoff, until they are safe. The job's key
-    /// stays locked meanwhile, so no other update of the image can start.
-    async fn repair_unsafe(&self, job: &Job, results: &[TargetResult], log: &StepLog) {
+    /// are repaired here, with backoff, until they are safe: never given up.
+    /// The job's key stays locked meanwhile, so no other update of the image
+    /// can start.
+    async fn repair_unsafe(&self, results: &[TargetResult], log: &StepLog) {
         for result in results.iter().filter(|r| r.needs_repair) {
             let name = &result.report.name;
-            let mut wait = Duration::from_secs(1);
-            loop {
+            let cause = result
+                .interrupted
+                .as_ref()
+                .map_or("the engine went away", DeployError::what_happened);
+            for attempt in 1u32.. {
+                let wait = RETRY_BACKOFF.wait(attempt);
                 error!(container = %name, retry_in = ?wait, "The target is not in a safe state; repairing.");
                 tokio::time::sleep(wait).await;
-                let steps = match self.journal.steps(job.id).await {
-                    Ok(steps) => steps,
-                    Err(e) => {
-                        warn!(error = %e, "Cannot read the journal for the repair.");
-                        continue;
-                    }
-                };
-                match container::recover(&self.engine, name, &steps, log).await {
-                    Some((_, false)) => wait = (wait * 2).min(Duration::from_secs(60)),
+                let steps = self.read_steps(log.job()).await;
+                match container::recover(&self.engine, name, &steps, log, cause).await {
+                    Some((_, false)) => {}
                     Some((_, true)) | None => break,
                 }
             }
@@ -431,6 +661,7 @@ fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event
         compose_service: target.compose_service.clone(),
         old_digest,
         outcome,
+        note: None,
     }
 }
 

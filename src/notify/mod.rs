@@ -70,6 +70,10 @@ pub struct TargetReport {
     /// The digest the target ran before, when known.
     pub old_digest: Option<Digest>,
     pub outcome: Outcome,
+    /// What happened on the way that the outcome alone does not say, e.g.
+    /// "engine restarted during the update; rolled back, then updated at ...".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 mod duration_ms {

@@ -380,7 +380,8 @@ fn target_line(t: &TargetReport, show_old: bool) -> TargetLine {
         (None, None) => {}
     }
     let (outcome, tone, reason, log) = match &t.outcome {
-        Outcome::Updated => ("updated", Tone::Good, None, &[][..]),
+        // An update that got there the long way says how (an engine restart on the way).
+        Outcome::Updated => ("updated", Tone::Good, t.note.as_ref(), &[][..]),
         Outcome::RolledBack { reason, log_tail } => {
             ("rolled back", Tone::Warning, Some(reason), log_tail.as_slice())
         }
@@ -392,6 +393,15 @@ fn target_line(t: &TargetReport, show_old: bool) -> TargetLine {
             &[][..],
         ),
         Outcome::AlreadyCurrent => ("already up to date", Tone::Info, None, &[][..]),
+    };
+    // Any other outcome keeps its reason first, then the note.
+    let noted;
+    let reason = match (reason, &t.note) {
+        (Some(reason), Some(note)) if !matches!(t.outcome, Outcome::Updated) => {
+            noted = format!("{reason} ({note})");
+            Some(&noted)
+        }
+        (reason, _) => reason,
     };
     let skip = log.len().saturating_sub(MAX_LOG_LINES);
     TargetLine {
@@ -430,6 +440,7 @@ pub(crate) mod tests {
             compose_service: None,
             old_digest: Some(digest('a')),
             outcome,
+            note: None,
         }
     }
 
@@ -628,6 +639,29 @@ pub(crate) mod tests {
         assert_eq!(line.log_tail[0], "line 11");
         assert_eq!(line.log_tail.last().unwrap(), "line 30");
         assert!(line.log_truncated);
+    }
+
+    #[test]
+    fn a_note_says_how_an_update_got_there() {
+        let note = "engine restarted during the update; rolled back, then updated at 2026-12-02 10:42:13 UTC";
+        let mut updated = target("web", Outcome::Updated);
+        updated.note = Some(note.into());
+        assert_eq!(
+            target_line(&updated, false).one_line(),
+            format!("web: updated: {note}")
+        );
+        let mut failed = target(
+            "web",
+            Outcome::Failed {
+                reason: "docker engine unreachable".into(),
+            },
+        );
+        failed.note = Some("rolled back".into());
+        assert_eq!(
+            target_line(&failed, false).reason.as_deref(),
+            Some("docker engine unreachable (rolled back)")
+        );
+        assert_eq!(target_line(&target("web", Outcome::Updated), false).reason, None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::event::{Aliases, ImageEvent, SourceKind};
 use crate::inventory::IndexSnapshot;
 use crate::job::journal::Acceptance;
 use crate::job::{Job, JobQueue, Journal, QueueError};
-use crate::matcher::matching_targets;
+use crate::matcher::may_concern;
 use crate::secret::Secret;
 use crate::telemetry;
 
@@ -202,7 +202,7 @@ async fn receive(
     let snapshot = state.snapshot.borrow().clone();
     let wanted: Vec<ImageEvent> = updates
         .into_iter()
-        .filter(|u| state.forward_all || !matching_targets(u, &snapshot, &state.aliases).is_empty())
+        .filter(|u| state.forward_all || may_concern(u, &snapshot, &state.aliases))
         .collect();
     // Room for every job of the request, or none: the sender retries the whole request.
     let permits = match state.jobs.try_reserve_many(wanted.len()) {
