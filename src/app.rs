@@ -86,7 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = &'static str>) -
 /// Starts every stage and returns once the server listens and the target
 /// index has had its first sync.
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
-    let engine = Engine::connect(config.docker_host.as_deref()).await?;
+    let engine = Engine::connect(config.docker_host.as_deref(), config.engine_timeout).await?;
     // An engine that is down (restarting, upgrading) does not stop hoist:
     // accepted pushes are kept, and jobs wait for it.
     let engine_answers = match engine.ping().await {

@@ -16,13 +16,23 @@ use crate::harness::{
 };
 
 /// hoist as a child process, its output collected line by line.
-struct HoistProcess {
+pub(crate) struct HoistProcess {
     child: Child,
     output: Arc<Mutex<Vec<String>>>,
 }
 
 impl HoistProcess {
     fn start(port: u16, state: &Path, pause_after: Option<&str>) -> HoistProcess {
+        HoistProcess::start_with(port, state, pause_after, &[])
+    }
+
+    /// With more variables (`DOCKER_HOST`, ...).
+    pub(crate) fn start_with(
+        port: u16,
+        state: &Path,
+        pause_after: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> HoistProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
         command
             .arg("run")
@@ -38,6 +48,7 @@ impl HoistProcess {
         if let Some(step) = pause_after {
             command.env("HOIST_FAULT_PAUSE_AFTER", step);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("the hoist binary runs");
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
@@ -54,11 +65,11 @@ impl HoistProcess {
         HoistProcess { child, output }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }
 
-    fn wait_for_line(&self, needle: &str, within: Duration) {
+    pub(crate) fn wait_for_line(&self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
         while !self.output.lock().unwrap().iter().any(|l| l.contains(needle)) {
             assert!(
@@ -71,7 +82,7 @@ impl HoistProcess {
     }
 
     /// SIGKILL: no shutdown path runs.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -85,7 +96,7 @@ impl Drop for HoistProcess {
     }
 }
 
-async fn get(port: u16, path: &str) -> Option<Value> {
+pub(crate) async fn get(port: u16, path: &str) -> Option<Value> {
     let response = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}{path}"))
         .send()
@@ -94,7 +105,7 @@ async fn get(port: u16, path: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-async fn wait_for_target(port: u16, name: &str, child: &HoistProcess) {
+pub(crate) async fn wait_for_target(port: u16, name: &str, child: &HoistProcess) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(targets) = get(port, "/v1/targets").await {
@@ -114,7 +125,7 @@ async fn wait_for_target(port: u16, name: &str, child: &HoistProcess) {
     }
 }
 
-async fn wait_for_job(port: u16, digest: &str, child: &HoistProcess) -> Value {
+pub(crate) async fn wait_for_job(port: u16, digest: &str, child: &HoistProcess) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(history) = get(port, "/v1/history").await {
@@ -134,7 +145,7 @@ async fn wait_for_job(port: u16, digest: &str, child: &HoistProcess) -> Value {
     }
 }
 
-fn open_jobs(state: &Path) -> i64 {
+pub(crate) fn open_jobs(state: &Path) -> i64 {
     let db = rusqlite::Connection::open(state.join("hoist.db")).unwrap();
     db.query_row(
         "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')",

@@ -11,6 +11,9 @@ mod binary;
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// A private engine killed mid-update (park, create, health gate, pull), hoist
+/// restarted while it is down, a stalled engine, a full state dir.
+mod engine_faults;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
 /// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.

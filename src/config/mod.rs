@@ -318,7 +318,11 @@ impl Config {
         let engine_retry_for = r.duration(keys::ENGINE_RETRY_FOR, Duration::from_secs(30 * 60));
         let engine_timeout = r.duration(keys::ENGINE_TIMEOUT, Duration::from_secs(120));
         if engine_timeout.is_zero() {
-            r.problem(keys::ENGINE_TIMEOUT, Some("0".into()), "must be more than 0".into());
+            r.problem(
+                keys::ENGINE_TIMEOUT,
+                Some("0".into()),
+                "must be more than 0".into(),
+            );
         }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());

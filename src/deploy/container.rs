@@ -143,10 +143,12 @@ pub async fn update(
         log.before(name, steps::CREATING, None)
             .await
             .map_err(|why| (None, why))?;
-        let new_id = engine
-            .create(name, &spec)
-            .await
-            .map_err(|e| (None, DeployError::from_engine("cannot create the new container", &e)))?;
+        let new_id = engine.create(name, &spec).await.map_err(|e| {
+            (
+                None,
+                DeployError::from_engine("cannot create the new container", &e),
+            )
+        })?;
         log.before(name, steps::CREATED, Some(new_id.clone()))
             .await
             .map_err(|why| (Some(new_id.clone()), why))?;

@@ -6,6 +6,8 @@
 //! here too, because it is bollard's models in, bollard's models out.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -492,52 +494,73 @@ pub struct EngineEvent {
     pub action: String,
 }
 
-/// The Docker Engine, with the API version negotiated at connect.
+/// The Docker Engine, with the API version negotiated once it answers.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// How long one call may take to be answered (`HOIST_ENGINE_TIMEOUT`):
+    /// the one place engine calls are bounded. Also the longest a pull may
+    /// go without a progress message, and a log read in all. A stop gets its
+    /// stop grace on top (the engine answers once the container stopped).
+    call_limit: Duration,
+    /// Set once the API version is negotiated (bollard shares the version
+    /// between clones). bollard 0.21 sends paths without a version prefix,
+    /// which the engine serves at its own version, so calls made before
+    /// (the engine was down at start-up) work as well.
+    negotiated: Arc<AtomicBool>,
 }
 
 impl Engine {
     /// Connects to `docker_host` (`unix://...`, `tcp://...`; the configured
     /// `DOCKER_HOST`), or the local socket, and negotiates the API version.
-    pub async fn connect(docker_host: Option<&str>) -> Result<Engine, EngineError> {
+    /// An engine that does not answer yet is no error: the version is
+    /// negotiated at the first ping that works ([`Engine::ping`]). Every call
+    /// gets `call_limit` to be answered; a call that runs out of time fails
+    /// with [`EngineError::TimedOut`] (an engine fault, like a refused connection).
+    pub async fn connect(docker_host: Option<&str>, call_limit: Duration) -> Result<Engine, EngineError> {
         let docker = match docker_host {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_local_defaults(),
         };
         let docker = docker
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
-            // Longer than the longest stop grace: a stop answers only once done.
-            .with_timeout(Duration::from_secs(300))
-            // bollard encodes `X-Registry-Auth` as standard base64, but the
-            // engine decodes it as URL-safe base64 and silently ignores a header
-            // it cannot read (moby#33434), which loses credentials whose JSON
-            // encodes to `+` or `/`. Rewrite it into the engine's alphabet.
-            .with_request_modifier(|mut request| {
-                for name in ["x-registry-auth", "x-registry-config"] {
-                    if let Some(value) = request.headers_mut().get_mut(name) {
-                        let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
-                        if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
-                            *value = fixed;
-                        }
-                    }
-                }
-                request
-            });
-        let docker = docker
+            .with_timeout(call_limit)
+            .with_request_modifier(registry_auth_in_url_safe_base64);
+        let engine = Engine {
+            docker,
+            call_limit,
+            negotiated: Arc::new(AtomicBool::new(false)),
+        };
+        if let Err(e) = engine.negotiate().await {
+            tracing::debug!(error = %e, "API version not negotiated yet.");
+        }
+        Ok(engine)
+    }
+
+    async fn negotiate(&self) -> Result<(), EngineError> {
+        self.docker
+            .clone()
             .negotiate_version()
             .await
-            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(Engine { docker })
+            .map_err(|e| EngineError::from_bollard("version", e))?;
+        self.negotiated.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The negotiated API version, e.g. `1.41`.
     pub fn api_version(&self) -> String {
-        self.docker.client_version().to_string()
+        if self.negotiated.load(Ordering::Relaxed) {
+            self.docker.client_version().to_string()
+        } else {
+            "not negotiated yet (the engine has not answered)".into()
+        }
     }
 
+    /// Whether the engine answers; negotiates the API version the first time it does.
     pub async fn ping(&self) -> Result<(), EngineError> {
+        if !self.negotiated.load(Ordering::Relaxed) {
+            return self.negotiate().await;
+        }
         self.docker
             .ping()
             .await
@@ -638,15 +661,34 @@ impl Engine {
             ..Default::default()
         };
         let mut progress = self.docker.create_image(Some(options), None, None);
-        // The pull is the stream: it must be drained to the end.
-        while let Some(step) = progress.next().await {
-            if let Err(e) = step {
-                let message = match e {
-                    BollardError::DockerStreamError { error } => error,
-                    BollardError::DockerResponseServerError { message, .. } => message,
-                    other => other.to_string(),
-                };
-                return Err(EngineError::Pull { image, message });
+        // The pull is the stream: it must be drained to the end. The engine
+        // sends progress all along; a stream silent for a whole call limit
+        // is a stalled engine.
+        let silence = self.call_limit;
+        loop {
+            let step = match tokio::time::timeout(silence, progress.next()).await {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(EngineError::TimedOut(format!(
+                        "pull of {image}: no progress for {silence:?}"
+                    )))
+                }
+            };
+            match step {
+                Ok(_) => {}
+                // The engine's (or the registry's) own words: a verdict on this pull.
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Err(EngineError::Pull {
+                        image,
+                        message: error,
+                    })
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(EngineError::Pull { image, message })
+                }
+                // A broken stream, a reset connection: the engine went away mid-pull.
+                Err(other) => return Err(EngineError::from_bollard(format!("pull of {image}"), other)),
             }
         }
         let details = self.inspect_image(&image).await?;
@@ -666,7 +708,10 @@ impl Engine {
             t: Some(timeout.as_secs() as i32),
             ..Default::default()
         };
+        // The engine answers a stop once the container has stopped.
         self.docker
+            .clone()
+            .with_timeout(self.call_limit + timeout)
             .stop_container(id, Some(options))
             .await
             .map_err(|e| EngineError::from_bollard(format!("stop {id}"), e))
@@ -769,7 +814,11 @@ impl Engine {
             tail: lines.to_string(),
             ..Default::default()
         };
-        let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
+        let read = self.docker.logs(id, Some(options)).collect::<Vec<_>>();
+        // Only for a report: an engine that stalls gets no more than one call limit.
+        let chunks = tokio::time::timeout(self.call_limit, read)
+            .await
+            .unwrap_or_default();
         let text: String = chunks
             .into_iter()
             .filter_map(Result::ok)
@@ -792,6 +841,22 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
         Ok(found.into_iter().find_map(|c| c.id))
     }
+}
+
+/// bollard encodes `X-Registry-Auth` as standard base64, but the engine
+/// decodes it as URL-safe base64 and silently ignores a header it cannot read
+/// (moby#33434), which loses credentials whose JSON encodes to `+` or `/`.
+/// Installed on every engine request: rewrites the header into the engine's alphabet.
+fn registry_auth_in_url_safe_base64(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
+    for name in ["x-registry-auth", "x-registry-config"] {
+        if let Some(value) = request.headers_mut().get_mut(name) {
+            let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
+            if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
+                *value = fixed;
+            }
+        }
+    }
+    request
 }
 
 /// The list filter for objects that carry `label=true` (one label: several
@@ -1159,7 +1224,12 @@ mod tests {
     /// A stand-in engine on loopback: answers `/version` and service updates,
     /// and hands over the head of every request it gets.
     async fn fake_engine() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        fake_engine_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn fake_engine_on(
+        listener: tokio::net::TcpListener,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
         let addr = listener.local_addr().unwrap();
         let (heads, received) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -1213,9 +1283,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_engine_down_at_connect_is_negotiated_with_when_it_answers() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Nothing listens yet: connecting is no error.
+        let engine = Engine::connect(Some(&format!("tcp://127.0.0.1:{port}")), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(engine.ping().await.unwrap_err().is_transient());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (_, mut heads) = fake_engine_on(listener);
+        // Before negotiation, calls reach the engine (bollard sends no version prefix).
+        // Only the request matters here, not the stand-in's answer.
+        let _answer = engine.inspect_container("web").await;
+        let head = heads.recv().await.unwrap();
+        assert!(head.starts_with("GET /containers/web/json"), "{head}");
+        engine.ping().await.unwrap();
+        assert!(heads.recv().await.unwrap().starts_with("GET /version"));
+        assert_eq!(engine.api_version(), "1.41");
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_takes_the_call_and_never_answers_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let engine = Engine::connect(Some(&format!("tcp://{addr}")), Duration::from_millis(300))
+            .await
+            .unwrap();
+        let error = engine.inspect_container("web").await.unwrap_err();
+        assert!(matches!(error, EngineError::TimedOut(_)), "{error}");
+        assert!(error.is_transient());
+        assert!(matches!(
+            crate::deploy::DeployError::from_engine("cannot inspect", &error),
+            crate::deploy::DeployError::EngineStalled(_)
+        ));
+        let stopped = engine.stop("web", Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(stopped, EngineError::TimedOut(_)), "{stopped}");
+    }
+
+    #[tokio::test]
     async fn registry_auth_reaches_the_engine_in_url_safe_base64() {
         let (host, mut heads) = fake_engine().await;
-        let engine = Engine::connect(Some(&host)).await.unwrap();
+        let engine = Engine::connect(Some(&host), Duration::from_secs(10))
+            .await
+            .unwrap();
         let service = ServiceDetails::from_json(json!({
             "ID": "svc1",
             "Version": { "Index": 7 },

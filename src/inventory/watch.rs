@@ -127,7 +127,14 @@ pub async fn run(
                 next = events.next() => next,
                 _ = role_check.tick() => {
                     let now = is_manager(&engine).await;
-                    if now.is_some() && now != manager {
+                    // The event stream has no limit of its own (it may be
+                    // quiet for hours); an engine that does not answer this
+                    // bounded call may have stalled it: reconnect and resync.
+                    if now.is_none() {
+                        warn!("The engine did not answer the periodic check; reconnecting to its events.");
+                        break;
+                    }
+                    if now != manager {
                         info!(manager = ?now, "The engine's swarm role changed; resyncing the targets.");
                         break;
                     }

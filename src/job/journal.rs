@@ -221,8 +221,8 @@ impl Journal {
     {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || work(&mut lock(&connection)).map_err(JournalError::from))
-        .await
-        .map_err(|e| JournalError::Task(e.to_string()))?
+            .await
+            .map_err(|e| JournalError::Task(e.to_string()))?
     }
 
     /// Stores a push before it is acknowledged; a redelivery is recognised by its id.

@@ -200,6 +200,7 @@ impl Runner {
                 }
                 Try::EngineNotSeen(fault) => fault,
                 Try::Ran(results, new_image) => {
+                    let new_image = new_image.map(|image| *image);
                     let fault = results.iter().find_map(|r| r.interrupted.clone());
                     for result in &results {
                         let name = &result.report.name;
@@ -295,7 +296,7 @@ impl Runner {
         }
         let (results, new_image) = self.update_targets(event, &targets, log).await;
         self.repair_unsafe(&results, log).await;
-        Try::Ran(results, new_image)
+        Try::Ran(results, new_image.map(Box::new))
     }
 
     /// After a fault: waits with backoff until the engine answers a ping, the
@@ -550,7 +551,7 @@ enum Try {
     NoTarget,
     /// The engine has not been listed since start-up: targets unknown.
     EngineNotSeen(DeployError),
-    Ran(Vec<TargetResult>, Option<ImageDetails>),
+    Ran(Vec<TargetResult>, Option<Box<ImageDetails>>),
 }
 
 /// How a wait for the engine ended.

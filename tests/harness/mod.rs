@@ -6,6 +6,8 @@
 
 #![allow(dead_code, clippy::let_underscore_must_use)]
 
+/// A dockerd of the test's own in a network namespace of its own, to kill.
+pub mod private_engine;
 /// HTTP receiver recording exact requests (Slack and Teams stand-ins).
 pub mod recorder;
 /// aiosmtpd on 127.0.0.1:0, optionally with STARTTLS and AUTH.
