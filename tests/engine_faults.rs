@@ -194,6 +194,37 @@ async fn engine_killed_during_the_health_gate() {
     engine_killed_after("verifying").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_down_past_the_retry_bound_fails_the_job_with_the_real_reason() {
+    let mut engine = PrivateEngine::start();
+    let repository = unique("app");
+    let tag = format!("{REGISTRY}/{repository}:1");
+    let name = unique("web");
+    engine.build_and_push(&tag, "v1");
+    run_target(&engine, &name, &tag);
+    let hoist = Hoist::start(&[("DOCKER_HOST", &engine.host()), ("HOIST_ENGINE_RETRY_FOR", "3s")]).await;
+    hoist.wait_for_target(&name).await;
+    let digest = engine.build_and_push(&tag, "v2");
+    engine.kill();
+
+    let notification = push_notification(REGISTRY, &repository, "1", &digest);
+    assert_eq!(post_notification(&hoist.hook_url(), &notification).await, 202);
+    let job = finished_job(&hoist, &digest).await;
+    let target = &job["targets"][0];
+    assert_eq!(target["outcome"]["result"], "failed", "{job}");
+    let reason = target["outcome"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot pull the new image: docker engine unreachable")
+            && reason.contains("still failing after"),
+        "the real reason, not \"hoist stopped\": {job}"
+    );
+    assert_eq!(open_jobs(hoist.state.path()), 0);
+
+    engine.start_dockerd();
+    assert_one_container_running(&engine, &name, "v1");
+    hoist.stop().await;
+}
+
 /// A TCP proxy inside the namespace, in front of the registry: while the
 /// hold file exists, the first blob it relays (the pull is then under way)
 /// is held, and dropped when the file goes.

@@ -150,13 +150,13 @@ impl FaultPause {
         if self.step != step {
             return;
         }
+        if self.file.is_some() && self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         tracing::warn!(job = %job, step, "Fault injection: paused after this step.");
         let Some(file) = &self.file else {
             return std::future::pending::<()>().await;
         };
-        if self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
         if let Err(e) = std::fs::write(file, step) {
             tracing::warn!(error = %e, "Fault injection: cannot create the pause file; not pausing.");
             return;

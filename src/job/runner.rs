@@ -62,6 +62,11 @@ pub struct RunnerSettings {
 /// Waits between tries of a job cut off by a fault, and of a repair.
 const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
+/// Tries of a job whose faults are only server errors (5xx) from an engine
+/// that otherwise answers: such an error may well come back every time, and
+/// each try stops and restarts the old container.
+const TRIES_ON_ENGINE_ERRORS: u32 = 3;
+
 /// What the job-level "interrupted by" is called when hoist itself stopped.
 const HOIST_STOPPED: &str = "hoist stopped";
 
@@ -179,6 +184,7 @@ impl Runner {
         let mut earlier: HashMap<String, Outcome> = job.recovered.iter().cloned().collect();
         let mut last: Option<(Vec<TargetResult>, Option<ImageDetails>)> = None;
         let mut give_up_at: Option<Instant> = None;
+        let mut server_errors = 0;
         let started_at = Utc::now();
         let clock = Instant::now();
         for attempt in 1u32.. {
@@ -222,23 +228,28 @@ impl Runner {
             };
             drop(permit);
             let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + self.settings.engine_retry_for);
-            warn!(image = %event.reference, error = %fault, attempt, "The update was cut off by a fault that is no verdict on the push; it runs again once the engine answers.");
-            match self.wait_for_engine(attempt, deadline).await {
+            if matches!(fault, DeployError::EngineFailed(_)) {
+                server_errors += 1;
+            }
+            let waited = if server_errors >= TRIES_ON_ENGINE_ERRORS {
+                Waited::GaveUp
+            } else {
+                warn!(image = %event.reference, error = %fault, attempt, "The update was cut off by a fault that is no verdict on the push; it runs again once the engine answers.");
+                self.wait_for_engine(attempt, deadline).await
+            };
+            match waited {
                 Waited::Answers => continue,
                 Waited::Stopping => {
                     info!(job = %job.id, "Shutting down: the interrupted job stays open and runs at the next start.");
                     return;
                 }
                 Waited::GaveUp => {
-                    error!(image = %event.reference, error = %fault, retried_for = ?self.settings.engine_retry_for, "Giving up on the update: the fault lasted too long.");
+                    error!(image = %event.reference, error = %fault, tries = attempt, "Giving up on the update: the fault lasted too long.");
                     if let Some((results, _)) = &mut last {
                         for result in results.iter_mut() {
                             if let Some(why) = result.interrupted.take() {
                                 result.report.outcome = Outcome::Failed {
-                                    reason: format!(
-                                        "{why}; still failing after {} of tries",
-                                        crate::notify::render::duration(self.settings.engine_retry_for)
-                                    ),
+                                    reason: format!("{why}; still failing after {attempt} tries"),
                                 };
                             }
                         }

@@ -81,7 +81,7 @@ impl PrivateEngine {
             others: Vec::new(),
             cgroup_parent: unique("engine"),
         };
-        engine.wait_for("the namespace's loopback", || {
+        engine.wait_for("the namespace's loopback", |engine| {
             Command::new("nsenter")
                 .arg(format!("--net={}", engine.netns()))
                 .args(["ip", "-o", "addr", "show", "lo"])
@@ -148,9 +148,15 @@ impl PrivateEngine {
             .spawn()
             .expect("dockerd must be installed");
         self.dockerd = Some(child);
-        self.wait_for("the private dockerd", || {
+        self.wait_for("the private dockerd", |engine| {
+            if let Some(Ok(Some(status))) = engine.dockerd.as_mut().map(Child::try_wait) {
+                panic!(
+                    "the private dockerd exited ({status}); its log:\n{}",
+                    engine.log()
+                );
+            }
             Command::new("docker")
-                .args(["-H", &self.host(), "version", "--format", "{{.Server.Version}}"])
+                .args(["-H", &engine.host(), "version", "--format", "{{.Server.Version}}"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -161,9 +167,24 @@ impl PrivateEngine {
     /// SIGKILL to this dockerd only (its containerd goes with it; the
     /// containers' shims stay, as after a crash).
     pub fn kill(&mut self) {
+        let containerd_pidfile = self.dir.join("exec/containerd/containerd.pid");
+        let containerd = std::fs::read_to_string(&containerd_pidfile)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
         let mut dockerd = self.dockerd.take().expect("dockerd is running");
         dockerd.kill().unwrap();
         dockerd.wait().unwrap();
+        // Its containerd dies with it, a moment later, and may stay a zombie
+        // for a while (this machine's pid 1 reaps late). A dockerd started
+        // while the pidfile names it would wait for its socket, in vain.
+        if let Some(pid) = containerd {
+            self.wait_for("the killed dockerd's containerd to go", |_| {
+                !Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|stat| stat.contains(") Z "))
+            });
+            let _ = std::fs::remove_file(&containerd_pidfile);
+        }
     }
 
     fn start_registry(&mut self) {
@@ -184,8 +205,9 @@ impl PrivateEngine {
             .expect("docker-registry must be installed (Debian package docker-registry)");
         self.registry = Some(child);
         let url = format!("http://{REGISTRY}/v2/");
-        self.wait_for("the registry in the namespace", || {
-            self.inside("busybox")
+        self.wait_for("the registry in the namespace", |engine| {
+            engine
+                .inside("busybox")
                 .args(["wget", "-q", "-O", "/dev/null", &url])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -194,9 +216,9 @@ impl PrivateEngine {
         });
     }
 
-    fn wait_for(&self, what: &str, ready: impl Fn() -> bool) {
+    fn wait_for(&mut self, what: &str, mut ready: impl FnMut(&mut PrivateEngine) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready() {
+        while !ready(self) {
             assert!(
                 Instant::now() < deadline,
                 "{what} did not come up; dockerd log:\n{}",
