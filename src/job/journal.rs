@@ -11,9 +11,10 @@
 //! kill: SQLite runs in WAL mode with `synchronous=FULL`, so every commit
 //! (a push accepted, a step recorded) is fsynced before the call returns,
 //! and so before the 202 leaves or the step is taken. (`NORMAL` would leave
-//! the last commits in the OS's cache, and a power cut could take them.) A
-//! push that no target runs is acknowledged without a record, so it costs
-//! nothing here.
+//! the last commits in the OS's cache, and a power cut could take them.)
+//! Pushes that arrive together share a commit, and so an fsync
+//! ([`Journal::accept`]). A push that no target runs is acknowledged without
+//! a record, so it costs nothing here.
 //!
 //! When a write fails (disk full, state dir read-only), the caller refuses
 //! the push with 503 (the registry sends it again) and [`Journal::health`]
@@ -136,7 +137,14 @@ pub struct Journal {
     /// Why the last write failed; `None` once one works. A std mutex: held
     /// only to copy or set the value.
     write_failure: Arc<Mutex<Option<String>>>,
+    /// Pushes waiting to be stored, each with where its answer goes: the
+    /// next writer stores them all in one transaction. A std mutex, held
+    /// only to push or take.
+    accepting: Arc<Mutex<Vec<PendingAccept>>>,
 }
+
+/// A push waiting for [`Journal::accept`]'s next batch.
+type PendingAccept = (ImageEvent, tokio::sync::oneshot::Sender<Acceptance>);
 
 impl Journal {
     /// Opens (or creates) `<state_dir>/hoist.db`.
@@ -159,6 +167,7 @@ impl Journal {
         Ok(Journal {
             connection: Arc::new(Mutex::new(connection)),
             write_failure: Arc::default(),
+            accepting: Arc::default(),
         })
     }
 
@@ -196,9 +205,15 @@ impl Journal {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let result = self.with(work).await;
+        self.note_write(result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Keeps [`Journal::health`] current after a write that was made.
+    fn note_write(&self, result: Result<(), &JournalError>) {
         let mut failure = lock(&self.write_failure);
-        match &result {
-            Ok(_) => {
+        match result {
+            Ok(()) => {
                 if failure.take().is_some() {
                     tracing::info!("The journal can be written again.");
                 }
@@ -210,7 +225,6 @@ impl Journal {
                 *failure = Some(e.to_string());
             }
         }
-        result
     }
 
     /// Runs `work` on the connection off the async threads.
@@ -226,34 +240,47 @@ impl Journal {
     }
 
     /// Stores a push before it is acknowledged; a redelivery is recognised by its id.
+    ///
+    /// Group commit: the push joins a queue, and whichever caller gets the
+    /// connection next stores every queued push in one transaction, so that
+    /// concurrent pushes share one fsync instead of waiting for one each.
     pub async fn accept(&self, event: &ImageEvent) -> Result<Acceptance, JournalError> {
-        let event = event.clone();
-        self.write(move |db| {
-            if let Some(delivery) = &event.delivery_id {
-                let known: Option<i64> = db
-                    .query_row("SELECT id FROM jobs WHERE delivery_id = ?1", [delivery], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-                if let Some(id) = known {
-                    return Ok(Acceptance::Duplicate(JobId(id)));
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        lock(&self.accepting).push((event.clone(), answer));
+        let accepting = self.accepting.clone();
+        let stored = self
+            .with(move |db| {
+                let batch = std::mem::take(&mut *lock(&accepting));
+                if batch.is_empty() {
+                    // An earlier caller stored this one with its own batch.
+                    return Ok(false);
                 }
-            }
-            db.execute(
-                "INSERT INTO jobs (delivery_id, reference, digest, source, actor, received_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
-                params![
-                    event.delivery_id,
-                    event.reference.to_string(),
-                    event.digest.as_str(),
-                    event.source.as_str(),
-                    event.actor,
-                    event.received_at.to_rfc3339(),
-                ],
-            )?;
-            Ok(Acceptance::New(JobId(db.last_insert_rowid())))
+                let tx = db.transaction()?;
+                let mut answers = Vec::with_capacity(batch.len());
+                for (event, answer) in batch {
+                    answers.push((store(&tx, &event)?, answer));
+                }
+                tx.commit()?;
+                for (acceptance, answer) in answers {
+                    // The caller may have gone (its request was cancelled): nothing to tell.
+                    let _gone = answer.send(acceptance);
+                }
+                Ok(true)
+            })
+            .await;
+        match &stored {
+            Ok(false) => {}
+            Ok(true) => self.note_write(Ok(())),
+            Err(e) => self.note_write(Err(e)),
+        }
+        stored?;
+        // Dropped unanswered when the batch that held it failed: so did this write.
+        answered.await.map_err(|_| {
+            let why = lock(&self.write_failure)
+                .clone()
+                .unwrap_or_else(|| "the batch was not stored".into());
+            JournalError::Task(why)
         })
-        .await
     }
 
     /// Records a step for a target, before it is taken.
@@ -407,6 +434,33 @@ impl Journal {
     }
 }
 
+/// Stores one push in `tx`, or finds it stored before (same delivery id).
+fn store(tx: &rusqlite::Transaction<'_>, event: &ImageEvent) -> rusqlite::Result<Acceptance> {
+    if let Some(delivery) = &event.delivery_id {
+        let known: Option<i64> = tx
+            .query_row("SELECT id FROM jobs WHERE delivery_id = ?1", [delivery], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = known {
+            return Ok(Acceptance::Duplicate(JobId(id)));
+        }
+    }
+    tx.execute(
+        "INSERT INTO jobs (delivery_id, reference, digest, source, actor, received_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
+        params![
+            event.delivery_id,
+            event.reference.to_string(),
+            event.digest.as_str(),
+            event.source.as_str(),
+            event.actor,
+            event.received_at.to_rfc3339(),
+        ],
+    )?;
+    Ok(Acceptance::New(JobId(tx.last_insert_rowid())))
+}
+
 /// Locks a std mutex, recovering from poison: a panic mid-statement leaves
 /// SQLite's own state consistent (the transaction is rolled back).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -415,6 +469,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn event(delivery: Option<&str>) -> ImageEvent {
@@ -511,6 +567,43 @@ mod tests {
             journal.accept(&event(Some("e-1"))).await,
             Ok(Acceptance::New(_))
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_are_stored_once_each_in_shared_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        // 64 pushes at once, each delivered twice (a sender's retry).
+        let tasks: Vec<_> = (0..128)
+            .map(|n| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    (
+                        n % 64,
+                        journal.accept(&event(Some(&format!("e-{}", n % 64)))).await,
+                    )
+                })
+            })
+            .collect();
+        let mut ids: HashMap<i32, Vec<Acceptance>> = HashMap::new();
+        for task in tasks {
+            let (delivery, acceptance) = task.await.unwrap();
+            ids.entry(delivery).or_default().push(acceptance.unwrap());
+        }
+        let mut new_ids = std::collections::HashSet::new();
+        for acceptances in ids.values() {
+            let [first, second] = acceptances.as_slice() else {
+                panic!("{acceptances:?}")
+            };
+            let (new, duplicate) = match (first, second) {
+                (Acceptance::New(a), Acceptance::Duplicate(b))
+                | (Acceptance::Duplicate(b), Acceptance::New(a)) => (a, b),
+                other => panic!("one new, one duplicate: {other:?}"),
+            };
+            assert_eq!(new, duplicate);
+            assert!(new_ids.insert(*new));
+        }
+        assert_eq!(journal.unfinished().await.unwrap().len(), 64);
     }
 
     impl ImageEvent {

@@ -185,6 +185,8 @@ impl Runner {
         let mut last: Option<(Vec<TargetResult>, Option<ImageDetails>)> = None;
         let mut give_up_at: Option<Instant> = None;
         let mut server_errors = 0;
+        // The images updated targets ran before, over every try.
+        let mut old_images: Vec<String> = Vec::new();
         let started_at = Utc::now();
         let clock = Instant::now();
         for attempt in 1u32.. {
@@ -217,6 +219,9 @@ impl Runner {
                             });
                         } else if result.report.outcome != Outcome::AlreadyCurrent {
                             earlier.insert(name.clone(), result.report.outcome.clone());
+                            if result.report.outcome == Outcome::Updated {
+                                old_images.extend(result.old_image_id.clone());
+                            }
                         }
                     }
                     last = Some((results, new_image));
@@ -247,11 +252,7 @@ impl Runner {
                     error!(image = %event.reference, error = %fault, tries = attempt, "Giving up on the update: the fault lasted too long.");
                     if let Some((results, _)) = &mut last {
                         for result in results.iter_mut() {
-                            if let Some(why) = result.interrupted.take() {
-                                result.report.outcome = Outcome::Failed {
-                                    reason: format!("{why}; still failing after {attempt} tries"),
-                                };
-                            }
+                            result.give_up(attempt);
                         }
                     }
                     break;
@@ -265,21 +266,25 @@ impl Runner {
             return;
         };
         if self.settings.remove_old_images {
-            self.remove_old_images(&results).await;
+            self.remove_old_images(old_images).await;
         }
         let finished_at = Utc::now();
-        let mut reports: Vec<TargetReport> = results.into_iter().map(|r| r.report).collect();
-        for report in &mut reports {
-            // A try after an earlier one (or after crash recovery) finds the target current.
-            if report.outcome == Outcome::AlreadyCurrent {
-                if let Some(outcome) = earlier.get(&report.name) {
-                    report.outcome = outcome.clone();
+        let reports = results
+            .into_iter()
+            .map(|result| {
+                let mut report = result.report;
+                // A try after an earlier one (or after crash recovery) finds the target current.
+                if report.outcome == Outcome::AlreadyCurrent {
+                    if let Some(outcome) = earlier.get(&report.name) {
+                        report.outcome = outcome.clone();
+                    }
                 }
-            }
-            if let Some(interruption) = interruptions.get(&report.name) {
-                report.note = Some(interruption.note(&report.outcome, finished_at));
-            }
-        }
+                if let Some(interruption) = interruptions.get(&report.name) {
+                    report.note = Some(interruption.note(&report.outcome, finished_at));
+                }
+                report
+            })
+            .collect();
         self.record(job.id, event, reports, new_image, started_at, clock)
             .await;
     }
@@ -557,6 +562,17 @@ struct TargetResult {
     touched: bool,
 }
 
+impl TargetResult {
+    /// The fault lasted past its bound: the outcome is now a verdict, with the fault's own words.
+    fn give_up(&mut self, tries: u32) {
+        if let Some(why) = self.interrupted.take() {
+            self.report.outcome = Outcome::Failed {
+                reason: format!("{why}; still failing after {tries} tries"),
+            };
+        }
+    }
+}
+
 /// How one try of a job ended.
 enum Try {
     NoTarget,
@@ -626,15 +642,10 @@ impl Runner {
 
     /// Removes the images the updated targets ran before, when no container
     /// uses them any more (the engine refuses otherwise, which is fine).
-    async fn remove_old_images(&self, results: &[TargetResult]) {
-        let mut old: Vec<&str> = results
-            .iter()
-            .filter(|r| r.report.outcome == Outcome::Updated)
-            .filter_map(|r| r.old_image_id.as_deref())
-            .collect();
+    async fn remove_old_images(&self, mut old: Vec<String>) {
         old.sort();
         old.dedup();
-        for image in old {
+        for image in &old {
             match self.engine.remove_image(image).await {
                 Ok(()) => info!(image, "Old image removed."),
                 Err(e) => debug!(image, error = %e, "Old image kept."),
@@ -748,6 +759,69 @@ mod tests {
     fn key(tag: &str) -> TagKey {
         let reference = crate::event::ImageRef::parse(&format!("127.0.0.1:5000/team/app:{tag}")).unwrap();
         Aliases::default().key(&reference).unwrap()
+    }
+
+    #[test]
+    fn a_note_says_what_interrupted_an_update_and_how_it_ended() {
+        use chrono::TimeZone;
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 10, 42, 13).unwrap();
+        let restarted = Interruption {
+            what: DeployError::EngineGone(String::new()).what_happened().into(),
+            rolled_back: true,
+        };
+        assert_eq!(
+            restarted.note(&Outcome::Updated, at),
+            "engine restarted during the update; rolled back, then updated at 2026-12-02 10:42:13 UTC"
+        );
+        let untouched = Interruption {
+            what: DeployError::EngineStalled(String::new()).what_happened().into(),
+            rolled_back: false,
+        };
+        assert_eq!(
+            untouched.note(&Outcome::Updated, at),
+            "engine stopped answering during the update; updated at 2026-12-02 10:42:13 UTC"
+        );
+        let failed = Outcome::RolledBack {
+            reason: "unhealthy".into(),
+            log_tail: Vec::new(),
+        };
+        assert_eq!(
+            restarted.note(&failed, at),
+            "engine restarted during the update; rolled back; tried again until 2026-12-02 10:42:13 UTC"
+        );
+    }
+
+    #[test]
+    fn giving_up_turns_an_interruption_into_a_failure_with_the_real_reason() {
+        let reference = crate::event::ImageRef::parse("127.0.0.1:5000/team/app:1").unwrap();
+        let mut result = TargetResult {
+            report: TargetReport {
+                name: "web".into(),
+                compose_project: None,
+                compose_service: None,
+                old_digest: None,
+                outcome: Outcome::Failed {
+                    reason: "cannot pull".into(),
+                },
+                note: None,
+            },
+            needs_repair: false,
+            old_image_id: None,
+            interrupted: Some(DeployError::EngineGone(format!(
+                "cannot pull {reference}: docker engine unreachable"
+            ))),
+            touched: false,
+        };
+        result.give_up(7);
+        assert_eq!(
+            result.report.outcome,
+            Outcome::Failed {
+                reason: format!(
+                    "cannot pull {reference}: docker engine unreachable; still failing after 7 tries"
+                )
+            }
+        );
+        assert!(result.interrupted.is_none());
     }
 
     #[test]
