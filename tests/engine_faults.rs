@@ -279,7 +279,7 @@ async fn engine_killed_during_the_pull() {
     let proxy = engine.spawn_inside(
         std::process::Command::new("nsenter")
             .arg(format!("--net={}", engine.netns()))
-            .args(["python3", "-c", HOLDING_PROXY, "5001", "5000"])
+            .args(["/usr/bin/python3", "-c", HOLDING_PROXY, "5001", "5000"])
             .arg(&hold)
             .stdout(std::process::Stdio::piped()),
     );

@@ -525,7 +525,21 @@ impl Engine {
         let docker = docker
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
             .with_timeout(call_limit)
-            .with_request_modifier(registry_auth_in_url_safe_base64);
+            // bollard encodes `X-Registry-Auth` as standard base64, but the
+            // engine decodes it as URL-safe base64 and silently ignores a header
+            // it cannot read (moby#33434), which loses credentials whose JSON
+            // encodes to `+` or `/`. Rewrite it into the engine's alphabet.
+            .with_request_modifier(|mut request| {
+                for name in ["x-registry-auth", "x-registry-config"] {
+                    if let Some(value) = request.headers_mut().get_mut(name) {
+                        let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
+                        if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
+                            *value = fixed;
+                        }
+                    }
+                }
+                request
+            });
         let engine = Engine {
             docker,
             call_limit,
@@ -841,22 +855,6 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
         Ok(found.into_iter().find_map(|c| c.id))
     }
-}
-
-/// bollard encodes `X-Registry-Auth` as standard base64, but the engine
-/// decodes it as URL-safe base64 and silently ignores a header it cannot read
-/// (moby#33434), which loses credentials whose JSON encodes to `+` or `/`.
-/// Installed on every engine request: rewrites the header into the engine's alphabet.
-fn registry_auth_in_url_safe_base64(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
-    for name in ["x-registry-auth", "x-registry-config"] {
-        if let Some(value) = request.headers_mut().get_mut(name) {
-            let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
-            if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
-                *value = fixed;
-            }
-        }
-    }
-    request
 }
 
 /// The list filter for objects that carry `label=true` (one label: several

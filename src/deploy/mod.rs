@@ -4,7 +4,8 @@
 //! standalone container with its configuration intact and rolls back when the
 //! new one does not come up; `health` decides whether it came up. `service`
 //! pins a Swarm service to the pushed digest and follows Swarm's own rolling
-//! update to its end.
+//! update to its end. [`DeployError`] sorts what goes wrong into verdicts on
+//! the push and faults of the engine (or journal) that call for another try.
 
 pub mod container;
 pub mod credentials;
