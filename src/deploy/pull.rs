@@ -1,5 +1,5 @@
-//! Pulls: one image by digest, tagged locally, and the fix that lets
-//! registry credentials reach the engine intact.
+//! Pulls: one image by digest, tagged locally, within `HOIST_PULL_TIMEOUT`;
+//! and the fix that lets registry credentials reach the engine intact.
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{CreateImageOptions, TagImageOptions};
@@ -11,6 +11,11 @@ use crate::event::Digest;
 impl Engine {
     /// Pulls `repository@digest` and points `repository:tag` at it locally, so
     /// the tag names exactly the pushed image even if the registry has moved on.
+    ///
+    /// The whole pull (the engine answers at once, then streams its progress
+    /// until the last layer is in) gets the engine's pull timeout; when it runs
+    /// out, the pull is abandoned (the engine cancels it when the stream is
+    /// dropped) and nothing is tagged.
     pub async fn pull_digest(
         &self,
         repository: &str,
@@ -26,14 +31,28 @@ impl Engine {
         };
         let mut progress = self.docker.create_image(Some(options), None, None);
         // The pull is the stream: it must be drained to the end.
-        while let Some(step) = progress.next().await {
-            if let Err(e) = step {
-                let message = match e {
+        let drained = tokio::time::timeout(self.pull_timeout, async {
+            while let Some(step) = progress.next().await {
+                step.map_err(|e| match e {
                     BollardError::DockerStreamError { error } => error,
                     BollardError::DockerResponseServerError { message, .. } => message,
                     other => other.to_string(),
-                };
-                return Err(EngineError::Pull { image, message });
+                })?;
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        match drained {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(EngineError::Pull { image, message }),
+            Err(_) => {
+                return Err(EngineError::Pull {
+                    image,
+                    message: format!(
+                        "it did not finish within {:?} (HOIST_PULL_TIMEOUT); nothing was changed",
+                        self.pull_timeout
+                    ),
+                })
             }
         }
         let details = self.inspect_image(&image).await?;

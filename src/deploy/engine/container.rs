@@ -14,8 +14,8 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt};
 
-use super::{opt_in_filter, Engine, EngineError};
-use crate::deploy::recreate::{self, CreateSpec};
+use super::{Engine, EngineError};
+use crate::deploy::recreate::CreateSpec;
 use crate::event::Digest;
 use crate::inventory::labels;
 
@@ -23,9 +23,34 @@ use crate::inventory::labels;
 #[derive(Clone, Debug)]
 pub struct ContainerDetails {
     pub(in crate::deploy) raw: ContainerInspectResponse,
+    /// `Config.MacAddress`: where engines before API 1.44 keep a MAC address
+    /// the user chose. bollard's models lack the field, so it is only known
+    /// when the inspect was read as plain JSON ([`Engine::inspect_container_full`]).
+    pub(in crate::deploy) config_mac_address: Option<String>,
 }
 
 impl ContainerDetails {
+    fn from_model(raw: ContainerInspectResponse) -> ContainerDetails {
+        ContainerDetails {
+            raw,
+            config_mac_address: None,
+        }
+    }
+
+    /// Reads an inspect as the engine wrote it (`GET /containers/{id}/json`,
+    /// `docker inspect`), keeping what bollard's models have no field for.
+    pub fn from_json(value: serde_json::Value) -> Result<ContainerDetails, String> {
+        let config_mac_address = value["Config"]["MacAddress"]
+            .as_str()
+            .filter(|mac| !mac.is_empty())
+            .map(str::to_string);
+        let raw = serde_json::from_value(value).map_err(|e| format!("not a container inspect: {e}"))?;
+        Ok(ContainerDetails {
+            raw,
+            config_mac_address,
+        })
+    }
+
     pub fn id(&self) -> &str {
         self.raw.id.as_deref().unwrap_or_default()
     }
@@ -157,15 +182,12 @@ impl ContainerDetails {
             .flatten()
     }
 
-    /// Builds the body that recreates this container from `new_image`
-    /// (see [`recreate::spec`]).
-    pub fn recreate_spec(
-        &self,
-        old_image: &ImageDetails,
-        new_image: &ImageDetails,
-        image_reference: &str,
-    ) -> Result<CreateSpec, String> {
-        recreate::spec(&self.raw, &old_image.raw, &new_image.raw, image_reference)
+    /// The container's own stop timeout (`--stop-timeout`), which `docker
+    /// stop` uses when it is given no other; `None` when unset or negative
+    /// (an engine's "wait for ever", which an update must not do).
+    pub fn stop_timeout(&self) -> Option<Duration> {
+        let seconds = self.raw.config.as_ref()?.stop_timeout?;
+        u64::try_from(seconds).ok().map(Duration::from_secs)
     }
 }
 
@@ -190,6 +212,13 @@ pub struct ImageDetails {
 }
 
 impl ImageDetails {
+    /// Reads an image inspect as the engine wrote it (`docker image inspect`).
+    pub fn from_json(value: serde_json::Value) -> Result<ImageDetails, String> {
+        serde_json::from_value(value)
+            .map(|raw| ImageDetails { raw })
+            .map_err(|e| format!("not an image inspect: {e}"))
+    }
+
     pub fn id(&self) -> &str {
         self.raw.id.as_deref().unwrap_or_default()
     }
@@ -222,22 +251,26 @@ pub struct EngineEvent {
 }
 
 impl Engine {
-    /// IDs of every container (running or not) carrying an opt-in label.
+    /// IDs of every container (running or not) carrying an opt-in label key,
+    /// whatever its value: the caller reads the value, and reports a bad one.
+    /// Listed without a filter, because the engine's label filter matches
+    /// exact keys only and the seed tool's form (`registry-docker-updater: true`)
+    /// comes with any spacing.
     pub async fn list_labelled_ids(&self) -> Result<Vec<String>, EngineError> {
-        let mut ids = Vec::new();
-        for label in labels::OPT_IN {
-            let options = ListContainersOptions {
-                all: true,
-                filters: Some(opt_in_filter(label)),
-                ..Default::default()
-            };
-            let found = self
-                .docker
-                .list_containers(Some(options))
-                .await
-                .map_err(|e| EngineError::from_bollard("list containers", e))?;
-            ids.extend(found.into_iter().filter_map(|c| c.id));
-        }
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let mut ids: Vec<String> = found
+            .into_iter()
+            .filter(|c| c.labels.as_ref().is_some_and(labels::mentions_opt_in))
+            .filter_map(|c| c.id)
+            .collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
@@ -247,8 +280,23 @@ impl Engine {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .map(|raw| ContainerDetails { raw })
+            .map(ContainerDetails::from_model)
             .map_err(|e| EngineError::from_bollard(format!("container {id}"), e))
+    }
+
+    /// The inspect of a container about to be recreated: read as plain JSON
+    /// when the engine can be reached so, to keep the fields bollard's models
+    /// lack ([`ContainerDetails::config_mac_address`]).
+    pub async fn inspect_container_full(&self, id: &str) -> Result<ContainerDetails, EngineError> {
+        let Some(raw) = &self.raw else {
+            return self.inspect_container(id).await;
+        };
+        let value = raw.inspect_container(&self.api_version(), id).await?;
+        ContainerDetails::from_json(value).map_err(|message| EngineError::Refused {
+            action: format!("container {id}"),
+            status: 200,
+            message,
+        })
     }
 
     pub async fn inspect_image(&self, name: &str) -> Result<ImageDetails, EngineError> {
@@ -287,7 +335,7 @@ impl Engine {
                     ..
                 }) => {
                     let attributes = actor.attributes.unwrap_or_default();
-                    let labelled = labels::OPT_IN.iter().any(|label| attributes.contains_key(*label));
+                    let labelled = labels::mentions_opt_in(&attributes);
                     match actor.id {
                         Some(container_id) if labelled => Some(Ok(EngineEvent { container_id, action })),
                         _ => None,
@@ -299,12 +347,19 @@ impl Engine {
         })
     }
 
+    /// Stops the container, killing it after `timeout` if it has not exited.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        // The API takes whole seconds as an i32; a longer wait is capped, never wrapped.
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptions {
-            t: Some(timeout.as_secs() as i32),
+            t: Some(seconds),
             ..Default::default()
         };
-        self.docker
+        // The engine answers once the container is down: give the call that
+        // long, and a minute more for the kill and the answer.
+        let call_timeout = timeout.saturating_add(Duration::from_secs(60));
+        let docker = self.docker.clone().with_timeout(call_timeout);
+        docker
             .stop_container(id, Some(options))
             .await
             .map_err(|e| EngineError::from_bollard(format!("stop {id}"), e))
@@ -362,23 +417,41 @@ impl Engine {
 
     /// Creates the container and connects its other networks; returns its ID.
     pub async fn create(&self, name: &str, spec: &CreateSpec) -> Result<String, EngineError> {
-        let options = CreateContainerOptions {
-            name: Some(name.to_string()),
-            ..Default::default()
+        let id = match (&spec.mac_address, &self.raw) {
+            // Before API 1.44 the engine takes a MAC address in `Config.MacAddress`
+            // only, which bollard's create body has no field for.
+            (Some(mac), Some(raw)) if !self.api_at_least(1, 44) => {
+                let mut body = serde_json::to_value(&spec.body).map_err(|e| EngineError::Refused {
+                    action: format!("create {name}"),
+                    status: 400,
+                    message: e.to_string(),
+                })?;
+                body["MacAddress"] = serde_json::Value::String(mac.clone());
+                raw.create_container(&self.api_version(), name, &body).await?
+            }
+            (mac, raw) => {
+                if mac.is_some() && raw.is_none() && !self.api_at_least(1, 44) {
+                    tracing::warn!(container = name, "This engine takes a MAC address in a field hoist cannot send over this connection; the new container gets one of the engine's.");
+                }
+                let options = CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                };
+                self.docker
+                    .create_container(Some(options), spec.body.clone())
+                    .await
+                    .map_err(|e| EngineError::from_bollard(format!("create {name}"), e))?
+                    .id
+            }
         };
-        let created = self
-            .docker
-            .create_container(Some(options), spec.body.clone())
-            .await
-            .map_err(|e| EngineError::from_bollard(format!("create {name}"), e))?;
         for (network, endpoint) in &spec.extra_networks {
             let request = NetworkConnectRequest {
-                container: created.id.clone(),
+                container: id.clone(),
                 endpoint_config: Some(endpoint.clone()),
             };
             if let Err(e) = self.docker.connect_network(network, request).await {
                 // A half-wired container must not be left behind.
-                if let Err(again) = self.remove(&created.id).await {
+                if let Err(again) = self.remove(&id).await {
                     tracing::warn!(container = name, error = %again, "Cannot remove a half-created container.");
                 }
                 return Err(EngineError::from_bollard(
@@ -387,7 +460,7 @@ impl Engine {
                 ));
             }
         }
-        Ok(created.id)
+        Ok(id)
     }
 
     /// Removes an image unless a container uses it (no force).
@@ -416,11 +489,14 @@ impl Engine {
         text.lines().map(str::to_string).collect()
     }
 
-    /// Full names (`name` without slash) of all containers, to find parked leftovers.
+    /// The ID of the container called exactly `name` (without slash), if any.
     pub async fn container_id_by_name(&self, name: &str) -> Result<Option<String>, EngineError> {
+        // The engine's `name` filter is an unanchored regular expression: it
+        // narrows the list, and the exact comparison below decides ("a.b" also
+        // matches "axb", and "web" matches "web-2").
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([("name".to_string(), vec![format!("^/{name}$")])])),
+            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
             ..Default::default()
         };
         let found = self
@@ -428,6 +504,10 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
-        Ok(found.into_iter().find_map(|c| c.id))
+        let wanted = format!("/{name}");
+        Ok(found
+            .into_iter()
+            .filter(|c| c.names.iter().flatten().any(|n| *n == wanted))
+            .find_map(|c| c.id))
     }
 }

@@ -4,12 +4,13 @@
 //! Everything else sees hoist's own types: [`ContainerDetails`],
 //! [`ImageDetails`], [`ServiceDetails`], [`EngineEvent`] and [`EngineError`].
 //! `container` holds the container and image calls, `swarm` the service and
-//! task calls; this file the connection and the error every call returns.
+//! task calls; `raw` the two calls whose fields bollard's models lack; this
+//! file the connection and the error every call returns.
 
 mod container;
+mod raw;
 mod swarm;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -18,6 +19,11 @@ use bollard::Docker;
 use crate::event::ImageRef;
 
 pub use container::{ContainerDetails, EngineEvent, Health, ImageDetails, RestartPolicyName};
+/// The time one engine call may take unless it says otherwise.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// `HOIST_PULL_TIMEOUT`'s default.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub use swarm::{ServiceDetails, ServiceEvent, SwarmRole, TaskDetails, UpdateState, UpdateStatus};
 
 /// A failed engine call, sorted so callers know whether to retry.
@@ -78,6 +84,11 @@ impl EngineError {
 #[derive(Clone)]
 pub struct Engine {
     pub(in crate::deploy) docker: Docker,
+    /// The same engine as plain JSON, for fields bollard's models lack; `None`
+    /// when it is reached in a way only bollard speaks (TLS, SSH).
+    raw: Option<raw::RawApi>,
+    /// The most a whole pull may take (`HOIST_PULL_TIMEOUT`).
+    pub(in crate::deploy) pull_timeout: Duration,
 }
 
 impl Engine {
@@ -90,14 +101,30 @@ impl Engine {
         };
         let docker = docker
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
-            // Longer than the longest stop grace: a stop answers only once done.
-            .with_timeout(Duration::from_secs(300))
+            // Per call; a stop, which answers only once done, sets its own.
+            .with_timeout(DEFAULT_CALL_TIMEOUT)
             .with_request_modifier(super::pull::registry_auth_in_url_safe_base64);
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(Engine { docker })
+        Ok(Engine {
+            docker,
+            raw: raw::RawApi::new(docker_host),
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
+        })
+    }
+
+    /// Sets the most a whole pull may take, stream included.
+    pub fn with_pull_timeout(mut self, timeout: Duration) -> Engine {
+        self.pull_timeout = timeout;
+        self
+    }
+
+    /// Whether the negotiated API version is at least `major.minor`.
+    fn api_at_least(&self, major: usize, minor: usize) -> bool {
+        let version = self.docker.client_version();
+        (version.major_version, version.minor_version) >= (major, minor)
     }
 
     /// The negotiated API version, e.g. `1.41`.
@@ -112,12 +139,6 @@ impl Engine {
             .map(|_| ())
             .map_err(|e| EngineError::from_bollard("ping", e))
     }
-}
-
-/// The list filter for objects that carry `label=true` (one label: several
-/// `label` values would all have to match).
-fn opt_in_filter(label: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([("label".to_string(), vec![format!("{label}=true")])])
 }
 
 /// The repository part of a reference as the engine names it (`host/repo`),

@@ -9,7 +9,7 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
-use super::{opt_in_filter, Engine, EngineError};
+use super::{Engine, EngineError};
 use crate::deploy::credentials::RegistryAuth;
 use crate::inventory::labels;
 
@@ -237,27 +237,20 @@ impl Engine {
         })
     }
 
-    /// Every service carrying an opt-in label (managers only).
+    /// Every service carrying an opt-in label key, whatever its value
+    /// (managers only). Listed without a filter, for the same reason as
+    /// containers ([`Engine::list_labelled_ids`]).
     pub async fn list_labelled_services(&self) -> Result<Vec<ServiceDetails>, EngineError> {
-        let mut services: Vec<ServiceDetails> = Vec::new();
-        for label in labels::OPT_IN {
-            let options = ListServicesOptions {
-                filters: Some(opt_in_filter(label)),
-                ..Default::default()
-            };
-            let found = self
-                .docker
-                .list_services(Some(options))
-                .await
-                .map_err(|e| EngineError::from_bollard("list services", e))?;
-            for raw in found {
-                let service = ServiceDetails { raw };
-                if !services.iter().any(|s| s.id() == service.id()) {
-                    services.push(service);
-                }
-            }
-        }
-        Ok(services)
+        let found = self
+            .docker
+            .list_services(None::<ListServicesOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard("list services", e))?;
+        Ok(found
+            .into_iter()
+            .map(|raw| ServiceDetails { raw })
+            .filter(|service| labels::mentions_opt_in(&service.labels()))
+            .collect())
     }
 
     pub async fn inspect_service(&self, id: &str) -> Result<ServiceDetails, EngineError> {
@@ -291,9 +284,17 @@ impl Engine {
                 status: 400,
                 message,
             })?;
+        // The API's index is a u64; bollard's query parameter an i32.
+        let version = i32::try_from(current.version()).map_err(|_| EngineError::Refused {
+            action: format!("update of service {id}"),
+            status: 400,
+            message: format!(
+                "the service's version index {} is beyond what this client can send",
+                current.version()
+            ),
+        })?;
         let options = UpdateServiceOptions {
-            // The API's index is a u64; bollard's query parameter an i32.
-            version: current.version() as i32,
+            version,
             registry_auth_from: "spec".to_string(),
             rollback: None,
         };
