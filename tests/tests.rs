@@ -13,6 +13,8 @@ mod container;
 mod notify;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
+/// Every setting kept: the whole inspect before and after an update, field by field; exact names.
+mod recreate;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
