@@ -9,8 +9,12 @@ mod harness;
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// Labels are input: absurd values fail their own target only; the seed tool's compose label opts in.
+mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
+mod pull;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
 /// Every setting kept: the whole inspect before and after an update, field by field; exact names.

@@ -30,14 +30,22 @@ impl Engine {
             ..Default::default()
         };
         let mut progress = self.docker.create_image(Some(options), None, None);
-        // The pull is the stream: it must be drained to the end.
+        // The pull is the stream: it must be drained to the end. The last
+        // progress line says where a pull that ran out of time stood.
+        let mut last_progress: Option<String> = None;
         let drained = tokio::time::timeout(self.pull_timeout, async {
             while let Some(step) = progress.next().await {
-                step.map_err(|e| match e {
+                let info = step.map_err(|e| match e {
                     BollardError::DockerStreamError { error } => error,
                     BollardError::DockerResponseServerError { message, .. } => message,
                     other => other.to_string(),
                 })?;
+                if let Some(status) = info.status {
+                    last_progress = Some(match info.id {
+                        Some(id) => format!("{id}: {status}"),
+                        None => status,
+                    });
+                }
             }
             Ok::<(), String>(())
         })
@@ -46,13 +54,17 @@ impl Engine {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Err(EngineError::Pull { image, message }),
             Err(_) => {
+                let stood = last_progress.map_or_else(
+                    || "the engine had not answered".to_string(),
+                    |line| format!("last progress: {line}"),
+                );
                 return Err(EngineError::Pull {
                     image,
                     message: format!(
-                        "it did not finish within {:?} (HOIST_PULL_TIMEOUT); nothing was changed",
+                        "it did not finish within {:?} (HOIST_PULL_TIMEOUT; {stood}); nothing was changed",
                         self.pull_timeout
                     ),
-                })
+                });
             }
         }
         let details = self.inspect_image(&image).await?;
