@@ -93,10 +93,13 @@ struct SeedFormNotices {
 }
 
 impl SeedFormNotices {
-    /// Logs, once per target, that compose means the map form of the label.
-    fn point_out(&mut self, snapshot: &IndexSnapshot) {
+    /// Logs, once per target, that compose means the map form of the label;
+    /// returns the names of the targets told this time.
+    fn point_out(&mut self, snapshot: &IndexSnapshot) -> Vec<String> {
+        let mut told = Vec::new();
         for target in snapshot.all().filter(|t| t.options.seed_label_form) {
             if self.told.insert(target.id.clone()) {
+                told.push(target.name.clone());
                 warn!(
                     target = %target.name,
                     kind = ?target.kind,
@@ -107,6 +110,7 @@ impl SeedFormNotices {
                 );
             }
         }
+        told
     }
 }
 
@@ -230,5 +234,47 @@ async fn apply_event(engine: &Engine, index: &mut TargetIndex, id: &str, action:
             index.remove(&id);
         }
         Err(e) => warn!(container = %id.0, error = %e, "Could not inspect a changed container."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::event::Aliases;
+
+    fn target(id: &str, labels: &[(&str, &str)]) -> Target {
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (options, _) = TargetOptions::from_labels(&labels);
+        Target {
+            id: TargetId(id.into()),
+            kind: TargetKind::Container,
+            name: format!("name-{id}"),
+            image: ImageRef::parse("registry.test/app:1").unwrap(),
+            image_id: "sha256:1".into(),
+            running: true,
+            monitor_only: false,
+            options,
+            compose_project: None,
+            compose_service: None,
+        }
+    }
+
+    #[test]
+    fn the_seed_label_form_is_pointed_out_once_per_target() {
+        let mut index = TargetIndex::new(Aliases::default());
+        let mut notices = SeedFormNotices::default();
+        index.upsert(target("a", &[("registry-docker-updater: true", "")]));
+        index.upsert(target("b", &[("hoist.enable", "true")]));
+        assert_eq!(notices.point_out(&index.snapshot()), ["name-a"]);
+        // Every later snapshot (an event, a resync) says nothing more of it.
+        index.upsert(target("c", &[("registry-docker-updater :TRUE", "")]));
+        assert_eq!(notices.point_out(&index.snapshot()), ["name-c"]);
+        index.replace_all([target("a", &[("registry-docker-updater: true", "")])]);
+        assert!(notices.point_out(&index.snapshot()).is_empty());
     }
 }
