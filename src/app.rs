@@ -36,6 +36,9 @@ use crate::source::webhook::{self, IntakeState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
 
+/// The longest any HTTP request may take, from its first byte to its answer.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why hoist could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -245,6 +248,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         },
         jobs: queue_status,
     }));
+
+    // No request holds a connection for ever: a client that stalls its body,
+    // or a handler stuck behind a stalled engine, gets 408 after this long.
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
 
     let server_stop = stop.clone();
     let grace = config.shutdown_grace;
