@@ -5,6 +5,8 @@
 /// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// The binary itself: `--help` lists every variable; logs in a file are plain.
+mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
@@ -15,6 +17,8 @@ mod labels;
 mod notify;
 /// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
 mod pull;
+/// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
+mod queue;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
 /// Every setting kept: the whole inspect before and after an update, field by field; exact names.
