@@ -4,7 +4,8 @@
 //! 1. pull (once per push, before any target is touched);
 //! 2. build the new container's body from the old one's inspect; a failure
 //!    here touches nothing;
-//! 3. park the old one: restart policy off, stop, rename to `<name>-hoist-old`;
+//! 3. park the old one: restart policy off, stop (with its own stop timeout
+//!    when it has one), rename to `<name>-hoist-old`;
 //! 4. create the new one under the name, start it, wait until it is up;
 //! 5. success: remove the parked one. Failure at 4: keep the new one's last
 //!    log lines, remove it, and give the old one its name, restart policy and
@@ -78,6 +79,11 @@ pub async fn update(
         Ok(old) => old,
         Err(e) => return failed(None, format!("cannot inspect the container: {e}")),
     };
+    // The engine also resolves an ID prefix: a name that is gone could match
+    // another container whose ID begins with it.
+    if old.name() != name {
+        return failed(None, format!("no container is called {name} any more"));
+    }
     let old_image = engine.inspect_image(old.image_id()).await;
     let old_digest = old_image
         .as_ref()
