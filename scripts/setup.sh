@@ -2,9 +2,9 @@
 # Installs and starts what hoist's tests and benchmarks need on a fresh Debian
 # machine: the Distribution registry, static busybox (test images are built
 # FROM scratch with it), aiosmtpd (a real SMTP server for the email tests),
-# wrk (intake benchmark), unshare/nsenter/mount (util-linux, mount) and ip
-# (iproute2) for the engine-fault tests' private engine and small tmpfs, and
-# a running Docker engine. Safe to run again.
+# wrk (intake benchmark), docker-compose (v1), unshare/nsenter/mount
+# (util-linux, mount) and ip (iproute2) for the engine-fault tests' private
+# engine and small tmpfs, and a running Docker engine. Safe to run again.
 set -euo pipefail
 
 need_packages=()
@@ -14,6 +14,8 @@ command -v docker-registry >/dev/null || need_packages+=(docker-registry)
 command -v wrk >/dev/null || need_packages+=(wrk)
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v docker >/dev/null || need_packages+=(docker.io)
+# compose v1: the sidecar example and the seed-label test run real compose projects.
+command -v docker-compose >/dev/null || need_packages+=(docker-compose)
 { command -v unshare && command -v nsenter; } >/dev/null || need_packages+=(util-linux)
 command -v mount >/dev/null || need_packages+=(mount)
 command -v ip >/dev/null || need_packages+=(iproute2)

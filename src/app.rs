@@ -35,6 +35,9 @@ use crate::source::webhook::{self, IntakeState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
 
+/// The longest any HTTP request may take, from its first byte to its answer.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why hoist could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -86,7 +89,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = &'static str>) -
 /// Starts every stage and returns once the server listens and the target
 /// index has had its first sync.
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
-    let engine = Engine::connect(config.docker_host.as_deref(), config.engine_timeout).await?;
+    let engine = Engine::connect(config.docker_host.as_deref(), config.engine_timeout)
+        .await?
+        .with_pull_timeout(config.pull_timeout);
     // An engine that is down (restarting, upgrading) does not stop hoist:
     // accepted pushes are kept, and jobs wait for it.
     let engine_answers = match engine.ping().await {
@@ -258,6 +263,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         },
         jobs: queue_status,
     }));
+
+    // No request holds a connection for ever: a client that stalls its body,
+    // or a handler stuck behind a stalled engine, gets 408 after this long.
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
 
     let server_stop = stop.clone();
     let grace = config.shutdown_grace;

@@ -14,12 +14,18 @@ mod container;
 /// A private engine killed mid-update (park, create, health gate, pull), hoist
 /// restarted while it is down, a stalled engine, a full state dir.
 mod engine_faults;
+/// Labels are input: absurd values fail their own target only; the seed tool's compose label opts in.
+mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
+mod pull;
 /// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
 mod queue;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
+/// Every setting kept: the whole inspect before and after an update, field by field; exact names.
+mod recreate;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.

@@ -54,11 +54,20 @@ pub const VARIABLES: &[Variable] = &[
         Some("60s"),
         "how long a new container gets to be running (and healthy)",
     ),
-    var("HOIST_STOP_TIMEOUT", Some("10s"), "how long the old container gets to stop"),
+    var(
+        "HOIST_STOP_TIMEOUT",
+        Some("10s"),
+        "how long the old container gets to stop, unless it has its own stop timeout (--stop-timeout)",
+    ),
+    var(
+        "HOIST_PULL_TIMEOUT",
+        Some("10m"),
+        "the most a whole pull may take (the engine's progress stream included); past it the push fails and nothing is changed",
+    ),
     var(
         "HOIST_ENGINE_TIMEOUT",
         Some("2m"),
-        "most time one engine call, or a silent stretch of a pull, may take before it counts as an engine fault (a stop gets HOIST_STOP_TIMEOUT more)",
+        "most time one engine call may take to be answered before it counts as an engine fault (a stop gets its stop timeout more; a pull has HOIST_PULL_TIMEOUT)",
     ),
     var(
         "HOIST_ENGINE_RETRY_FOR",

@@ -38,7 +38,8 @@ impl From<String> for Checked {
 
 async fn check(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(), Checked> {
     let started = Instant::now();
-    let deadline = started + settings.deadline;
+    // A deadline past the clock's end (an absurd setting) is no deadline, not a panic.
+    let deadline = started.checked_add(settings.deadline);
     let mut running_since: Option<Instant> = None;
     let mut first_restart_count = None;
     loop {
@@ -79,7 +80,7 @@ async fn check(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(),
                 }
             }
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(if details.has_healthcheck() {
                 format!("the new container was not healthy within {:?}", settings.deadline)
             } else {

@@ -305,6 +305,11 @@ impl Runner {
         if targets.is_empty() {
             return Try::NoTarget;
         }
+        // The API version must be known before a container is recreated (an
+        // engine down since start-up has not been asked yet).
+        if let Err(e) = self.engine.ready().await {
+            return Try::EngineNotSeen(DeployError::from_engine("the engine does not answer", &e));
+        }
         if attempt == 1 {
             info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), "Update started.");
         } else {
