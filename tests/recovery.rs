@@ -210,7 +210,12 @@ async fn killed_after(step: &str) {
         "after a crash at {step}: {job}\nlog:\n{}",
         second.log()
     );
-    assert_eq!(open_jobs(state.path()), 0, "the journal is closed");
+    assert_eq!(
+        open_jobs(state.path()),
+        0,
+        "the journal is closed; log:\n{}",
+        second.log()
+    );
     if step != "pulled" {
         // The engine had been changed: recovery repaired it before the job ran again.
         assert!(

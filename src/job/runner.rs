@@ -178,6 +178,7 @@ impl Runner {
         // Half done by an earlier run of hoist: safe first, superseded or not.
         let mut interruptions = self.recover_interrupted(&mut job, &log).await;
         let event = &job.event;
+        let mut known = self.recovered_targets(&job).await;
         let mut queued = Some(queued);
         // Outcomes reached by earlier tries (or by the recovery), reported
         // when a later try finds the target current.
@@ -200,7 +201,7 @@ impl Runner {
             };
             // Running now: no longer waiting.
             drop(queued.take());
-            let fault = match self.try_job(event, &log, attempt).await {
+            let fault = match self.try_job(event, &log, attempt, &mut known).await {
                 Try::NoTarget => {
                     debug!(image = %event.reference, "No target runs this image.");
                     self.close(job.id, "no_target", None).await;
@@ -291,7 +292,12 @@ impl Runner {
 
     /// One try of a job: match, pull, update every target, repair what an
     /// engine fault left unsafe.
-    async fn try_job(&self, event: &ImageEvent, log: &StepLog, attempt: u32) -> Try {
+    ///
+    /// `known` holds the targets this job already had (an earlier try, or a
+    /// crash recovery): they stay targets even when the index, which follows
+    /// the engine's events a moment behind, does not show them right after a
+    /// repair renamed them back. It is updated for the next try.
+    async fn try_job(&self, event: &ImageEvent, log: &StepLog, attempt: u32, known: &mut Vec<Target>) -> Try {
         let snapshot = self.snapshot.borrow().clone();
         if !snapshot.is_synced() {
             // Without a first list of the engine's containers, "no target" would drop the push.
@@ -299,12 +305,17 @@ impl Runner {
                 "the engine has not answered since hoist started, so its containers are not known".into(),
             ));
         }
-        let targets = self
-            .acting_on(matching_targets(event, &snapshot, &self.aliases))
-            .await;
+        let mut targets = matching_targets(event, &snapshot, &self.aliases);
+        for target in known.iter() {
+            if !targets.iter().any(|t| t.name == target.name) {
+                targets.push(target.clone());
+            }
+        }
+        let targets = self.acting_on(targets).await;
         if targets.is_empty() {
             return Try::NoTarget;
         }
+        known.clone_from(&targets);
         // The API version must be known before a container is recreated (an
         // engine down since start-up has not been asked yet).
         if let Err(e) = self.engine.ready().await {
@@ -371,6 +382,24 @@ impl Runner {
             }
         }
         interruptions
+    }
+
+    /// The containers crash recovery repaired for this job, as targets, read
+    /// from the engine: the index may not show them yet under their names.
+    async fn recovered_targets(&self, job: &Job) -> Vec<Target> {
+        let key = self.aliases.key(&job.event.reference);
+        let mut targets = Vec::new();
+        for (name, _) in &job.recovered {
+            let Ok(details) = self.engine.inspect_container(name).await else {
+                continue;
+            };
+            match crate::inventory::watch::target_from(&details) {
+                Ok(target) if key.is_some() && self.aliases.key(&target.image) == key => targets.push(target),
+                Ok(_) => debug!(container = %name, "Recovered, but no longer runs this tag."),
+                Err(why) => debug!(container = %name, why, "Recovered, but not a target."),
+            }
+        }
+        targets
     }
 
     /// The journaled steps of a job. Retried until read: running a job whose
