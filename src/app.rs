@@ -28,11 +28,12 @@ use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
 use crate::deploy::service::ServiceSettings;
 use crate::deploy::StepLog;
+use crate::intake::Intake;
 use crate::inventory::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
-use crate::source::webhook::{self, IntakeState};
+use crate::source::webhook::{self, WebhookState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
 
@@ -205,22 +206,27 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     }
 
     let intake_stopping = CancellationToken::new();
-    let app = webhook::router(IntakeState {
-        token: token.clone(),
+    let intake = Intake {
         jobs: jobs_tx,
         journal: journal.clone(),
         snapshot: snapshot_rx.clone(),
         aliases: config.registry_aliases.clone(),
-        forward_all,
+        queue_all: forward_all,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
+    };
+    let app = webhook::router(WebhookState {
+        token: token.clone(),
+        intake: intake.clone(),
     })
     .merge(forward::router(forward::ForwardState {
         token,
-        jobs: runner_tx,
-        journal: journal.clone(),
-        stopping: intake_stopping.clone(),
-        max_body_bytes: config.max_body_bytes,
+        // Straight to the runner (never forwarded again), every update queued.
+        intake: Intake {
+            jobs: runner_tx,
+            queue_all: true,
+            ..intake
+        },
         forwarder,
     }))
     .merge(api::router(ApiState {

@@ -11,7 +11,8 @@
 //!                                        job::journal (history API) · notify
 //! ```
 //!
-//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + one route).
+//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes).
+//! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
 //! - [`inventory`] knows which containers opted in, kept current from the engine's events.
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
@@ -30,6 +31,7 @@ pub mod telemetry;
 
 pub mod deploy;
 pub mod event;
+pub mod intake;
 pub mod inventory;
 pub mod job;
 pub mod matcher;
