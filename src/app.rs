@@ -214,9 +214,15 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         queue_all: forward_all,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
+        // The registry client (`registry::Client`) is wired here once it lands;
+        // until then, pushes without a digest are ignored with that reason.
+        resolver: None,
+        rejections: Arc::default(),
     };
     let app = webhook::router(WebhookState {
         token: token.clone(),
+        github_secret: config.github_webhook_secret.clone().map(Arc::new),
+        gitea_secret: config.gitea_webhook_secret.clone().map(Arc::new),
         intake: intake.clone(),
     })
     .merge(forward::router(forward::ForwardState {
@@ -243,6 +249,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let server_stop = stop.clone();
     let grace = config.shutdown_grace;
     let done = tokio::spawn(async move {
+        // With the peer's address, so rejected requests are logged per address.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             server_stop.cancelled().await;
             // 1. intake answers 503 for requests still arriving.

@@ -204,6 +204,10 @@ pub struct Config {
     /// `HOIST_WEBHOOK_TOKEN`: the bearer token webhooks must carry; `None` only
     /// when `HOIST_INSECURE_NO_AUTH=true`.
     pub webhook_token: Option<Secret<String>>,
+    /// `HOIST_GITHUB_WEBHOOK_SECRET`: the secret GitHub signs its webhooks with.
+    pub github_webhook_secret: Option<Secret<String>>,
+    /// `HOIST_GITEA_WEBHOOK_SECRET`: the secret Gitea and Forgejo sign their webhooks with.
+    pub gitea_webhook_secret: Option<Secret<String>>,
     /// `HOIST_REGISTRY_ALIASES`: host names that are one registry.
     pub registry_aliases: Aliases,
     /// `DOCKER_HOST`: the engine to manage (`unix://...` or `tcp://...`); the local socket when unset.
@@ -237,6 +241,8 @@ pub mod keys {
     pub const LISTEN: &str = "HOIST_LISTEN";
     pub const WEBHOOK_TOKEN: &str = "HOIST_WEBHOOK_TOKEN";
     pub const INSECURE_NO_AUTH: &str = "HOIST_INSECURE_NO_AUTH";
+    pub const GITHUB_WEBHOOK_SECRET: &str = "HOIST_GITHUB_WEBHOOK_SECRET";
+    pub const GITEA_WEBHOOK_SECRET: &str = "HOIST_GITEA_WEBHOOK_SECRET";
     pub const REGISTRY_ALIASES: &str = "HOIST_REGISTRY_ALIASES";
     pub const STATE_DIR: &str = "HOIST_STATE_DIR";
     pub const MAX_BODY_BYTES: &str = "HOIST_MAX_BODY_BYTES";
@@ -269,6 +275,8 @@ impl Config {
                 ),
             );
         }
+        let github_webhook_secret = r.secret(keys::GITHUB_WEBHOOK_SECRET);
+        let gitea_webhook_secret = r.secret(keys::GITEA_WEBHOOK_SECRET);
         let registry_aliases = match r.string(keys::REGISTRY_ALIASES) {
             None => Aliases::default(),
             Some(text) => Aliases::parse(&text).unwrap_or_else(|e| {
@@ -310,6 +318,8 @@ impl Config {
         Ok(Config {
             listen,
             webhook_token,
+            github_webhook_secret,
+            gitea_webhook_secret,
             registry_aliases,
             docker_host,
             state_dir,

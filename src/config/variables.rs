@@ -27,12 +27,22 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_WEBHOOK_TOKEN",
         None,
-        "bearer token webhooks must send (Authorization: Bearer <token>); required",
+        "bearer token webhooks and POST /v1/update must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
     ),
     var(
         "HOIST_INSECURE_NO_AUTH",
         Some("false"),
         "true to accept webhooks without a token (not recommended)",
+    ),
+    var(
+        "HOIST_GITHUB_WEBHOOK_SECRET",
+        None,
+        "secret of the GitHub webhook (package events): POST /v1/hooks/github checks X-Hub-Signature-256 with it",
+    ),
+    var(
+        "HOIST_GITEA_WEBHOOK_SECRET",
+        None,
+        "secret of the Gitea or Forgejo webhook: POST /v1/hooks/gitea checks X-Gitea-Signature/X-Forgejo-Signature with it",
     ),
     var(
         "HOIST_REGISTRY_ALIASES",
@@ -120,7 +130,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_SMTP_URL",
         None,
-        "smtp://user:pass@host:port?tls=starttls|implicit|none for email notifications",
+        "email notifications: smtp://user:pass@host:port?tls=starttls|implicit|none",
     ),
     var("HOIST_SMTP_CA_FILE", None, "PEM file of an extra CA to trust for SMTP"),
     var("HOIST_EMAIL_FROM", None, "sender address of email notifications"),

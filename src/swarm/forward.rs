@@ -83,12 +83,8 @@ impl WireEvent {
             return Err(format!("{}: expected repository:tag", self.reference));
         }
         let digest = Digest::parse(&self.digest).map_err(|e| e.to_string())?;
-        let source = match self.source.as_str() {
-            "distribution" => SourceKind::Distribution,
-            "harbor" => SourceKind::Harbor,
-            "poll" => SourceKind::Poll,
-            other => return Err(format!("unknown source {other:?}")),
-        };
+        let source =
+            SourceKind::from_name(&self.source).ok_or_else(|| format!("unknown source {:?}", self.source))?;
         Ok(ImageEvent {
             reference,
             digest,

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tracing::debug;
 
-use super::{Forwarded, Forwarder, WireEvent, FORWARDED_HEADER, ROUTE};
-use crate::event::ImageEvent;
-use crate::intake::auth::bearer_matches;
+use super::{Forwarded, Forwarder, FORWARDED_HEADER, ROUTE};
+use crate::event::TagPush;
+use crate::intake::auth::{bearer_matches, peer_ip};
 use crate::intake::{Intake, Refusal};
 use crate::secret::Secret;
 
@@ -46,11 +46,12 @@ pub fn router(state: ForwardState) -> Router {
 async fn receive(
     State(state): State<ForwardState>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> Result<Response, Refusal> {
     let intake = &state.intake;
     if !bearer_matches(state.token.as_deref(), &headers) {
-        return Err(intake.unauthorized(SOURCE, "bearer token"));
+        return Err(intake.unauthorized(SOURCE, "bearer token", peer_ip(&extensions)));
     }
     if headers.get(FORWARDED_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
         return Err(intake.malformed(
@@ -67,10 +68,10 @@ async fn receive(
         debug!("A forward of this hoist's own came back; dropped.");
         return Ok((StatusCode::OK, Json(json!({ "accepted": [], "own": true }))).into_response());
     }
-    let events: Vec<ImageEvent> = forwarded
+    let events: Vec<TagPush> = forwarded
         .events
         .into_iter()
-        .map(WireEvent::into_event)
+        .map(|wire| wire.into_event().map(TagPush::from))
         .collect::<Result<_, _>>()
         .map_err(|e| intake.malformed(SOURCE, format!("bad forwarded event: {e}")))?;
     let count = events.len() as u64;
@@ -96,8 +97,9 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::event::{Digest, ImageRef, SourceKind};
+    use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
     use crate::job::Job;
+    use crate::swarm::forward::WireEvent;
     use crate::swarm::Peers;
     use chrono::Utc;
     use tokio::sync::mpsc;

@@ -1,0 +1,41 @@
+//! Digests for pushes that name none: the seam between intake and the
+//! registry client.
+//!
+//! Docker Hub, Quay, Gitea and a CI call without `digest` say "this tag was
+//! pushed" but not what it now points at. Before such a push is journaled and
+//! acknowledged, intake asks the registry that the matching targets pull from
+//! (a HEAD of the tag's manifest, `registry::Client`) and the job then pulls
+//! that digest, so every target of the push gets the same image even if the
+//! tag moves again before the pull.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::event::{Digest, ImageRef};
+
+/// The future [`DigestResolver::resolve`] returns.
+pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Result<Digest, ResolveError>> + Send + 'a>>;
+
+/// Asks a registry which digest a tag names now. Object-safe, so intake holds
+/// an `Arc<dyn DigestResolver>` and tests can give it their own.
+pub trait DigestResolver: Send + Sync {
+    /// The digest of `image`'s tag (`image` has a tag and no digest), asked of
+    /// the registry `image` names, with its credentials.
+    fn resolve<'a>(&'a self, image: &'a ImageRef) -> ResolveFuture<'a>;
+}
+
+/// Why a tag's digest could not be had.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Worth asking again later: the registry is unreachable, slow, answers
+    /// 5xx or 429. `retry_after` is the registry's own wish, when it said one.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Asking again will not help: no such tag, credentials refused.
+    #[error("{0}")]
+    Permanent(String),
+}
