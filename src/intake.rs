@@ -34,14 +34,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
 use crate::event::{Aliases, ImageEvent, ImageRef, TagPush};
 use crate::inventory::IndexSnapshot;
 use crate::job::journal::Acceptance;
-use crate::job::{Job, Journal};
+use crate::job::{Job, JobQueue, Journal, QueueError};
 use crate::matcher::targets_running;
 use crate::telemetry;
 use auth::RejectionLog;
@@ -58,7 +58,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(8);
 #[derive(Clone)]
 pub struct Intake {
     /// The bounded queue the admitted jobs go to. A full queue answers 503.
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobQueue,
     /// Where a push is recorded before it is acknowledged.
     pub journal: Journal,
     /// The target index, to skip journaling pushes that no target runs.
@@ -197,7 +197,7 @@ impl Intake {
     /// An intake with an empty target index and a journal in a fresh temporary
     /// directory, queueing into `jobs`: for the routes' unit tests.
     #[cfg(test)]
-    pub(crate) fn for_tests(jobs: mpsc::Sender<Job>) -> Intake {
+    pub(crate) fn for_tests(jobs: JobQueue) -> Intake {
         let journal = Journal::open(&tempfile::tempdir().unwrap().keep()).unwrap();
         let (_, snapshot) = watch::channel(Arc::new(IndexSnapshot::default()));
         Intake {
@@ -286,16 +286,16 @@ impl Intake {
         // Room for every job of the request, or none: the sender retries the whole request.
         let permits = match self.jobs.try_reserve_many(wanted.len()) {
             Ok(permits) => permits,
-            Err(mpsc::error::TrySendError::Full(())) => {
+            Err(QueueError::Full) => {
                 telemetry::event_received(source, "queue_full");
                 telemetry::queue_full();
                 warn!("Request refused: queue full.");
                 return Err(Refusal::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(Refusal::Stopping),
+            Err(QueueError::Closed) => return Err(Refusal::Stopping),
         };
         let (mut queued, mut duplicates) = (0, 0);
-        for (permit, event) in permits.zip(wanted) {
+        for (permit, event) in permits.into_iter().zip(wanted) {
             // Durable before acknowledged: a crash after this line loses nothing.
             match self.journal.accept(&event).await {
                 Ok(Acceptance::New(id)) => {
@@ -427,6 +427,7 @@ mod tests {
     use std::sync::Mutex;
 
     use chrono::Utc;
+    use tokio::sync::mpsc;
 
     use super::resolve::ResolveFuture;
     use super::*;
@@ -472,7 +473,7 @@ mod tests {
             compose_project: None,
             compose_service: None,
         });
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = crate::job::queue::channel(8);
         let (_, snapshot) = watch::channel(index.snapshot());
         let intake = Intake {
             snapshot,
@@ -480,7 +481,7 @@ mod tests {
             resolver: resolver.map(|table| table as Arc<dyn DigestResolver>),
             ..Intake::for_tests(tx)
         };
-        (intake, rx)
+        (intake, rx.jobs)
     }
 
     fn push(reference: &str, digest: Option<&str>) -> TagPush {

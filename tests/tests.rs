@@ -5,12 +5,16 @@
 /// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// The binary itself: `--help` lists every variable; logs in a file are plain.
+mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
+mod queue;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
 /// The compose example with hoist packaged FROM scratch as the sidecar.

@@ -13,7 +13,7 @@ use url::Url;
 use super::{Forwarded, Stats, WireEvent, FORWARDED_HEADER, ROUTE};
 use crate::backoff::Backoff;
 use crate::event::ImageEvent;
-use crate::job::Job;
+use crate::job::{Job, JobQueue};
 use crate::secret::Secret;
 use crate::swarm::Peers;
 use crate::telemetry;
@@ -209,7 +209,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// runner and, on `tracker`, to the peers. Ends when the intake side closes.
 pub async fn run(
     mut intake: mpsc::Receiver<Job>,
-    runner: mpsc::Sender<Job>,
+    runner: JobQueue,
     forwarder: Option<Forwarder>,
     tracker: TaskTracker,
 ) {
@@ -218,7 +218,7 @@ pub async fn run(
             let (forwarder, event) = (forwarder.clone(), job.event.clone());
             tracker.spawn(async move { forwarder.forward(&event).await });
         }
-        if runner.send(job).await.is_err() {
+        if runner.pass_on(job).await.is_err() {
             break;
         }
     }

@@ -98,11 +98,9 @@ mod tests {
 
     use super::*;
     use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
-    use crate::job::Job;
     use crate::swarm::forward::WireEvent;
     use crate::swarm::Peers;
     use chrono::Utc;
-    use tokio::sync::mpsc;
     use url::Url;
 
     const TOKEN: &str = "peer-token";
@@ -119,8 +117,8 @@ mod tests {
         }
     }
 
-    fn state(capacity: usize) -> (ForwardState, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn state(capacity: usize) -> (ForwardState, crate::job::JobReceiver) {
+        let (tx, rx) = crate::job::queue::channel(capacity);
         let token = Some(Arc::new(Secret::new(TOKEN.to_string())));
         let forwarder = Forwarder::new("me".into(), Peers::default(), token.clone(), 1).unwrap();
         let state = ForwardState {
@@ -172,12 +170,12 @@ mod tests {
         };
         let (status, answer) = post(state.clone(), TOKEN, true, &body).await;
         assert_eq!(status, 202, "{answer}");
-        assert_eq!(rx.try_recv().unwrap().event, original);
-        assert!(rx.try_recv().is_err());
+        assert_eq!(rx.jobs.try_recv().unwrap().event, original);
+        assert!(rx.jobs.try_recv().is_err());
         // The same forward again (a retry): journaled once, not run twice.
         let (status, _) = post(state.clone(), TOKEN, true, &body).await;
         assert_eq!(status, 202);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.jobs.try_recv().is_err());
         assert_eq!(state.forwarder.stats().received, 2);
     }
 
@@ -188,7 +186,7 @@ mod tests {
         assert_eq!(post(state.clone(), TOKEN, false, &from("peer")).await.0, 400);
         let (status, body) = post(state.clone(), TOKEN, true, &from("me")).await;
         assert_eq!((status, body["own"].as_bool()), (200, Some(true)));
-        assert!(rx.try_recv().is_err(), "nothing reached the runner");
+        assert!(rx.jobs.try_recv().is_err(), "nothing reached the runner");
         assert_eq!(state.forwarder.stats().own_dropped, 1);
     }
 
@@ -209,7 +207,7 @@ mod tests {
         let stats = forwarder.stats();
         assert!(stats.peers.is_empty(), "its own address is not listed as a peer");
         assert_eq!((stats.own_dropped, stats.received), (1, 0));
-        assert!(rx.try_recv().is_err(), "the runner got nothing twice");
+        assert!(rx.jobs.try_recv().is_err(), "the runner got nothing twice");
     }
 
     #[tokio::test]
