@@ -19,6 +19,8 @@ mod queue;
 mod recovery;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
+/// Every source end to end: a realistic payload redeploys the labelled container.
+mod sources;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
 mod swarm;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.
