@@ -1,14 +1,16 @@
 //! hoist keeps Docker hosts running the image that was just pushed.
 //!
 //! ```text
-//!  registry push ──► source::webhook ──► ImageEvent ──► job::runner ──► deploy::container
-//!  (Distribution,     (auth, parse,        (bounded      (per-tag order,   (pull, park old,
-//!   Harbor)            202/4xx)             queue)        matcher lookup)   create, verify,
-//!                                                              │            roll back)
-//!  docker events ──► inventory::watch ──► inventory::index snapshot ─┘
-//!                                                              │ Notification
-//!                                                              ▼
-//!                                        job::journal (history API) · notify
+//! registry push ──► source::webhook ──► intake ──► ImageEvent ──► job::runner ──► deploy::container
+//! (Distribution,    (auth, parse)       (resolve   (bounded       (per-tag order, (pull, park old,
+//! Harbor, GitHub,                       digest,    queue)         matcher lookup) create, verify,
+//! Gitea, Docker                         journal,                    │             roll back)
+//! Hub, Quay, ACR,                       202/4xx)                    │
+//! CI call)                                                          │
+//! docker events ──► inventory::watch ──► inventory::index snapshot ─┘
+//!                                                                   │ Notification
+//!                                                                   ▼
+//!                                     job::journal (history API) · notify
 //! ```
 //!
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes).
