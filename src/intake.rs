@@ -89,7 +89,9 @@ pub struct IgnoredEntry {
 /// What a successful answer lists.
 #[derive(Debug, Serialize)]
 pub struct Receipt {
-    /// The updates understood (full references with digest), whether or not a target runs them.
+    /// The updates understood, whether or not a target runs them: full
+    /// references with their digest (without, for a push that named none and
+    /// that no target runs, so nobody asked the registry).
     pub accepted: Vec<String>,
     /// How many of them were queued (the rest run nowhere here).
     pub queued: usize,
