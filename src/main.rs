@@ -18,6 +18,8 @@ Labels on containers (and on Swarm services: deploy labels):
   hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
                                   (HOIST_SERVICE_DEADLINE for a service)
+  hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
+                                  HOIST_POLL_INTERVAL); a new digest redeploys as a push would
 
 Endpoints:
   POST /v1/hooks/distribution     Docker Distribution (registry:2) notifications

@@ -24,9 +24,9 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
-use super::credentials::RegistryAuth;
 use crate::event::{Digest, ImageRef};
 use crate::inventory::labels;
+use crate::registry::credentials::RegistryAuth;
 
 /// A failed engine call, sorted so callers know whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -539,6 +539,25 @@ impl Engine {
             .map_err(|e| EngineError::from_bollard("ping", e))
     }
 
+    /// The registries the engine pulls from over plain http: its
+    /// `InsecureRegistryCIDRs` and the `IndexConfigs` names marked not secure.
+    pub async fn insecure_registries(&self) -> Result<(Vec<String>, Vec<String>), EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| EngineError::from_bollard("info", e))?;
+        let config = info.registry_config.unwrap_or_default();
+        let names = config
+            .index_configs
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, index)| index.secure == Some(false))
+            .map(|(name, _)| name)
+            .collect();
+        Ok((config.insecure_registry_cidrs.unwrap_or_default(), names))
+    }
+
     /// IDs of every container (running or not) carrying an opt-in label.
     pub async fn list_labelled_ids(&self) -> Result<Vec<String>, EngineError> {
         let mut ids = Vec::new();
@@ -618,11 +637,13 @@ impl Engine {
 
     /// Pulls `repository@digest` and points `repository:tag` at it locally, so
     /// the tag names exactly the pushed image even if the registry has moved on.
+    /// `auth` goes to the engine, which logs in to the registry with it.
     pub async fn pull_digest(
         &self,
         repository: &str,
         digest: &Digest,
         tag: &str,
+        auth: Option<&RegistryAuth>,
     ) -> Result<ImageDetails, EngineError> {
         let image = format!("{repository}@{digest}");
         let options = CreateImageOptions {
@@ -631,7 +652,9 @@ impl Engine {
             tag: Some(digest.to_string()),
             ..Default::default()
         };
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut progress = self
+            .docker
+            .create_image(Some(options), None, auth.map(docker_credentials));
         // The pull is the stream: it must be drained to the end.
         while let Some(step) = progress.next().await {
             if let Err(e) = step {
@@ -1089,13 +1112,7 @@ impl Engine {
             registry_auth_from: "spec".to_string(),
             rollback: None,
         };
-        let credentials = auth.map(|auth| bollard::auth::DockerCredentials {
-            username: auth.username.clone(),
-            password: auth.password.as_ref().map(|p| p.expose().clone()),
-            identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
-            serveraddress: Some(auth.server.clone()),
-            ..Default::default()
-        });
+        let credentials = auth.map(docker_credentials);
         self.docker
             .update_service(id, spec, options, credentials)
             .await
@@ -1138,6 +1155,17 @@ impl Engine {
                 Err(e) => Some(Err(EngineError::from_bollard("service event stream", e))),
             }
         })
+    }
+}
+
+/// Registry credentials as the engine takes them (`X-Registry-Auth`).
+fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: auth.username.clone(),
+        password: auth.password.as_ref().map(|p| p.expose().clone()),
+        identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,6 @@
 //! update to its end.
 
 pub mod container;
-pub mod credentials;
 pub mod engine;
 pub mod health;
 pub mod service;

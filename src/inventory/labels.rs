@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_poll};
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";
@@ -15,6 +15,9 @@ pub const MONITOR_ONLY: &str = "hoist.monitor-only";
 pub const HEALTH_GRACE: &str = "hoist.health.grace";
 /// The most time the new container gets to come up (overrides `HOIST_HEALTH_DEADLINE`).
 pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
+
+/// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
+pub const POLL: &str = "hoist.poll";
 
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
@@ -37,6 +40,9 @@ pub struct TargetOptions {
     pub monitor_only: bool,
     pub health_grace: Option<Duration>,
     pub health_deadline: Option<Duration>,
+    /// `hoist.poll`: `None` when the label is absent (the global interval
+    /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
+    pub poll: Option<Option<Duration>>,
 }
 
 impl TargetOptions {
@@ -65,12 +71,21 @@ impl TargetOptions {
         };
         let health_grace = duration(HEALTH_GRACE);
         let health_deadline = duration(HEALTH_DEADLINE);
+        // A bad value turns polling off for this target: polling at an interval
+        // the label did not mean would be worse than not polling.
+        let poll = labels.get(POLL).map(|text| {
+            parse_poll(text).unwrap_or_else(|why| {
+                problems.push(format!("label {POLL}={text:?}: {why}; not polled"));
+                None
+            })
+        });
         (
             TargetOptions {
                 enabled,
                 monitor_only,
                 health_grace,
                 health_deadline,
+                poll,
             },
             problems,
         )
@@ -115,5 +130,32 @@ mod tests {
         assert_eq!(problems.len(), 2);
         let (options, _) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (HEALTH_DEADLINE, "90s")]));
         assert_eq!(options.health_deadline, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn poll_label_is_a_duration_or_off_and_absurd_values_are_errors() {
+        let poll = |value: &str| {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (POLL, value)]));
+            (options.poll, problems.len())
+        };
+        assert_eq!(poll("5m"), (Some(Some(Duration::from_secs(300))), 0));
+        assert_eq!(poll("off"), (Some(None), 0));
+        for absurd in [
+            "100000000000000000000",
+            "99999999999999999999h",
+            "1e400",
+            "0.001",
+            "-1s",
+            "NaN",
+            "every day",
+            "",
+            "\u{0}",
+        ] {
+            assert_eq!(poll(absurd), (Some(None), 1), "{absurd:?}");
+        }
+        assert_eq!(
+            TargetOptions::from_labels(&labels(&[(ENABLE, "true")])).0.poll,
+            None
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod distribution;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod harbor;
+pub mod poll;
 pub mod webhook;
 
 use std::fmt;
