@@ -11,8 +11,12 @@ mod burst;
 mod container;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// Polling a registry that wants a login and sends no notifications.
+mod poll;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
+/// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
+mod registry;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
