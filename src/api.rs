@@ -25,6 +25,8 @@ pub struct ApiState {
     pub journal: Journal,
     pub metrics: PrometheusHandle,
     pub notifiers: HealthDetail,
+    /// The job queue: jobs waiting, the capacity, and tag keys with jobs in flight.
+    pub jobs: HealthDetail,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -51,6 +53,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "engine_api_version": state.engine.api_version(),
         "targets": state.snapshot.borrow().len(),
         "notifiers": (state.notifiers)(),
+        "jobs": (state.jobs)(),
     });
     (status, Json(body)).into_response()
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +37,9 @@ use crate::source::poll::Poller;
 use crate::source::webhook::{self, IntakeState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
+
+/// The longest any HTTP request may take, from its first byte to its answer.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why hoist could not start.
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +161,9 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
 
     // Webhook → tee (which also forwards to peers) → runner; forwarded events
     // from peers go to the runner directly, so they are never forwarded again.
-    let (jobs_tx, intake_rx) = mpsc::channel(config.queue_capacity);
-    let (runner_tx, jobs_rx) = mpsc::channel(config.queue_capacity);
+    // One count of waiting jobs (HOIST_QUEUE_CAPACITY) across both entrances.
+    let (runner_tx, jobs_rx) = crate::job::queue::channel(config.queue_capacity);
+    let (jobs_tx, intake_rx) = runner_tx.entrance();
     let token = config.webhook_token.clone().map(Arc::new);
     let forwarder = forward::Forwarder::new(
         forward::new_instance_id(),
@@ -203,6 +207,16 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         config.swarm.services,
         stop.child_token(),
     ));
+    let queue_status: crate::api::HealthDetail = {
+        let (queue, runner, capacity) = (runner_tx.clone(), runner.clone(), config.queue_capacity);
+        Arc::new(move || {
+            json!({
+                "waiting": queue.waiting(),
+                "capacity": capacity,
+                "tag_keys_in_flight": runner.keys_in_flight(),
+            })
+        })
+    };
     let runner_task = tokio::spawn(runner.run(jobs_rx, jobs.clone(), CancellationToken::new()));
     let peers = (!config.swarm.peers.is_empty()).then(|| forwarder.clone());
     let forward_all = peers.is_some();
@@ -215,7 +229,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         let requeue = runner_tx.clone();
         tokio::spawn(async move {
             for job in unfinished {
-                if requeue.send(job).await.is_err() {
+                if requeue.requeue(job).await.is_err() {
                     break;
                 }
             }
@@ -263,7 +277,15 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             let notifier = notifier.clone();
             Arc::new(move || json!(notifier.status()))
         },
+        jobs: queue_status,
     }));
+
+    // No request holds a connection for ever: a client that stalls its body,
+    // or a handler stuck behind a stalled engine, gets 408 after this long.
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
 
     let server_stop = stop.clone();
     let grace = config.shutdown_grace;

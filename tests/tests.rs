@@ -5,6 +5,8 @@
 /// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// The binary itself: `--help` lists every variable; logs in a file are plain.
+mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
@@ -13,6 +15,8 @@ mod container;
 mod notify;
 /// Polling a registry that wants a login and sends no notifications.
 mod poll;
+/// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
+mod queue;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
 /// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).

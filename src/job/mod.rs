@@ -7,11 +7,13 @@
 //! step that changes the engine before it is taken.
 
 pub mod journal;
+pub mod queue;
 pub mod runner;
 
 use crate::deploy::Outcome;
 use crate::event::ImageEvent;
 pub use journal::{JobId, Journal};
+pub use queue::{JobQueue, JobReceiver, QueueError};
 pub use runner::{Runner, RunnerSettings};
 
 /// One accepted push, as the runner takes it.

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::queue::{JobReceiver, QueuedJob};
 use super::{Job, JobId, Journal};
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
@@ -63,12 +64,9 @@ pub struct Runner {
     on_finished: OnFinished,
     /// Caps running jobs; held for a job's whole run.
     permits: Arc<Semaphore>,
-    /// One async mutex per tag key: held for a job's whole run, so jobs of
-    /// one key never overlap. The outer std mutex is held only to look up.
-    key_locks: Arc<Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>>,
-    /// The sequence number of the newest event per key; an older job waiting
-    /// for the key lock sees a larger number and steps aside.
-    newest: Arc<Mutex<HashMap<TagKey, u64>>>,
+    /// Per tag key with jobs in flight: its lock and newest sequence number.
+    /// The std mutex is held only to look up.
+    keys: Arc<Mutex<KeyStates>>,
     sequence: Arc<AtomicU64>,
 }
 
@@ -90,8 +88,7 @@ impl Runner {
             journal,
             on_finished,
             permits,
-            key_locks: Arc::default(),
-            newest: Arc::default(),
+            keys: Arc::default(),
             sequence: Arc::default(),
         }
     }
@@ -99,21 +96,35 @@ impl Runner {
     /// Takes jobs until the channel closes; each runs on `tracker`, so
     /// shutdown can wait for running jobs. Jobs still queued when the channel
     /// closes stay unfinished in the journal and run at the next start.
-    pub async fn run(self, mut jobs: mpsc::Receiver<Job>, tracker: TaskTracker, cancel: CancellationToken) {
+    pub async fn run(self, receiver: JobReceiver, tracker: TaskTracker, cancel: CancellationToken) {
+        let JobReceiver { mut jobs, waiting } = receiver;
         loop {
             let job = tokio::select! {
                 _ = cancel.cancelled() => break,
                 job = jobs.recv() => match job { Some(job) => job, None => break },
             };
-            telemetry::queue_depth(jobs.len());
+            // The job counts as waiting (HOIST_QUEUE_CAPACITY) until it starts.
+            let queued = QueuedJob::new(waiting.clone());
             let Some(key) = self.aliases.key(&job.event.reference) else {
                 continue;
             };
             let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-            lock(&self.newest).insert(key.clone(), sequence);
+            let key_lock = lock(&self.keys).begin(&key, sequence);
             let runner = self.clone();
-            tracker.spawn(async move { runner.run_job(job, key, sequence).await });
+            tracker.spawn(async move {
+                // Ends the key's part on every path out, so its state can go.
+                let _in_flight = InFlight {
+                    keys: runner.keys.clone(),
+                    key: key.clone(),
+                };
+                runner.run_job(job, queued, key, key_lock, sequence).await
+            });
         }
+    }
+
+    /// Tag keys with jobs in flight (their state is dropped when the last ends).
+    pub fn keys_in_flight(&self) -> usize {
+        lock(&self.keys).states.len()
     }
 
     async fn close(&self, job: JobId, state: &'static str, report: Option<serde_json::Value>) {
@@ -122,14 +133,17 @@ impl Runner {
         }
     }
 
-    async fn run_job(self, job: Job, key: TagKey, sequence: u64) {
+    async fn run_job(
+        self,
+        job: Job,
+        queued: QueuedJob,
+        key: TagKey,
+        key_lock: Arc<tokio::sync::Mutex<()>>,
+        sequence: u64,
+    ) {
         let event = &job.event;
-        let key_lock = lock(&self.key_locks).entry(key.clone()).or_default().clone();
         let _key_guard = key_lock.lock().await;
-        if lock(&self.newest)
-            .get(&key)
-            .is_some_and(|newest| *newest > sequence)
-        {
+        if lock(&self.keys).is_superseded(&key, sequence) {
             info!(image = %event.reference, digest = %event.digest.short(), "Superseded by a newer push; skipped.");
             self.close(job.id, "superseded", None).await;
             return;
@@ -137,6 +151,8 @@ impl Runner {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
+        // Running now: no longer waiting.
+        drop(queued);
         let snapshot = self.snapshot.borrow().clone();
         let targets = self
             .acting_on(matching_targets(event, &snapshot, &self.aliases))
@@ -177,7 +193,12 @@ impl Runner {
         let Some(key) = self.aliases.key(&event.reference) else {
             return;
         };
-        let key_lock = lock(&self.key_locks).entry(key).or_default().clone();
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let key_lock = lock(&self.keys).begin(&key, sequence);
+        let _in_flight = InFlight {
+            keys: self.keys.clone(),
+            key,
+        };
         let _key_guard = key_lock.lock().await;
         // Journaled like any job, so it is in the history and survives restarts.
         let id = match self.journal.accept(&event).await {
@@ -430,8 +451,106 @@ fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event
     }
 }
 
+/// What the runner keeps per tag key, only while that key has jobs in
+/// flight: pushes of ever new tags (a tag per build) leave nothing behind.
+/// (Restores 501479c, which the merge 3491a53 dropped.)
+#[derive(Default)]
+struct KeyStates {
+    states: HashMap<TagKey, KeyState>,
+}
+
+struct KeyState {
+    /// Held for a job's whole run, so jobs of one key never overlap.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// The newest event's sequence number; an older job waiting for the lock
+    /// sees a larger number and steps aside.
+    newest: u64,
+    /// Jobs spawned and not yet ended.
+    in_flight: usize,
+}
+
+impl KeyStates {
+    /// A job for `key` with `sequence` is spawned: returns the key's lock.
+    fn begin(&mut self, key: &TagKey, sequence: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let state = self.states.entry(key.clone()).or_insert_with(|| KeyState {
+            lock: Arc::default(),
+            newest: 0,
+            in_flight: 0,
+        });
+        state.newest = state.newest.max(sequence);
+        state.in_flight += 1;
+        state.lock.clone()
+    }
+
+    fn is_superseded(&self, key: &TagKey, sequence: u64) -> bool {
+        self.states.get(key).is_some_and(|state| state.newest > sequence)
+    }
+
+    /// A job for `key` ended; the last one out removes the key.
+    fn end(&mut self, key: &TagKey) {
+        if let Some(state) = self.states.get_mut(key) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if state.in_flight == 0 {
+                self.states.remove(key);
+            }
+        }
+    }
+}
+
+/// Ends a job's part in its key's state when dropped (returned, finished or panicked).
+struct InFlight {
+    keys: Arc<Mutex<KeyStates>>,
+    key: TagKey,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.keys).end(&self.key);
+    }
+}
+
 /// Locks a std mutex, recovering from poison: the data are plain maps that a
 /// panicking holder cannot leave half-written in a way that matters here.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tag: &str) -> TagKey {
+        let reference = crate::event::ImageRef::parse(&format!("127.0.0.1:5000/team/app:{tag}")).unwrap();
+        Aliases::default().key(&reference).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_kept_only_while_it_has_jobs_in_flight() {
+        let mut keys = KeyStates::default();
+        for (n, tag) in (0..1000).map(|n| (n, format!("build-{n}"))) {
+            keys.begin(&key(&tag), n + 1);
+        }
+        assert_eq!(keys.states.len(), 1000);
+        for n in 0..1000 {
+            keys.end(&key(&format!("build-{n}")));
+        }
+        assert!(
+            keys.states.is_empty(),
+            "every distinct tag's state must go when its job ends"
+        );
+    }
+
+    #[test]
+    fn a_waiting_older_job_still_sees_a_newer_one_that_ended() {
+        let mut keys = KeyStates::default();
+        let k = key("1");
+        let first = keys.begin(&k, 1);
+        let second = keys.begin(&k, 2);
+        assert!(Arc::ptr_eq(&first, &second), "one lock per key");
+        // The newer job ends first (it ran); the older one, still in flight, is superseded.
+        keys.end(&k);
+        assert!(keys.is_superseded(&k, 1));
+        keys.end(&k);
+        assert!(keys.states.is_empty());
+    }
 }

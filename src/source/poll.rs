@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -35,7 +35,7 @@ use crate::deploy::engine::Engine;
 use crate::event::{Aliases, Digest, ImageEvent, ImageRef, SourceKind, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::job::journal::Acceptance;
-use crate::job::{Job, Journal};
+use crate::job::{Job, JobQueue, Journal, QueueError};
 use crate::registry;
 use crate::telemetry;
 
@@ -54,7 +54,7 @@ pub struct Poller {
     /// Where a change is recorded before it is queued, and where open jobs are looked up.
     pub journal: Journal,
     /// The intake queue (the one the webhook route feeds). Dropped when the task ends.
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobQueue,
     pub aliases: Aliases,
     /// `HOIST_POLL_INTERVAL`: `None` polls only targets labelled `hoist.poll`.
     pub interval: Option<Duration>,
@@ -231,7 +231,7 @@ impl Poller {
             let polls = due.into_iter().filter_map(|key| {
                 let polled = schedule.get(&key)?.clone();
                 let targets = current.targets_for(&key).to_vec();
-                Some(self.poll(key, polled, targets, &cancel))
+                Some(self.poll(key, polled, targets))
             });
             let results: Vec<PollResult> = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -246,13 +246,7 @@ impl Poller {
 
     /// Asks for one tag's digest and queues an update when it is new.
     #[instrument(skip_all, fields(image = %polled.image))]
-    async fn poll(
-        &self,
-        key: TagKey,
-        polled: Polled,
-        targets: Vec<Target>,
-        cancel: &CancellationToken,
-    ) -> PollResult {
+    async fn poll(&self, key: TagKey, polled: Polled, targets: Vec<Target>) -> PollResult {
         let registry = polled.image.registry().to_string();
         let digest = match self.client.digest(&polled.image).await {
             Ok(digest) => digest,
@@ -293,7 +287,7 @@ impl Poller {
             debug!(digest = %digest.short(), "A job for this digest is queued already.");
             return done(Some(digest));
         }
-        match self.queue(&polled.image, &digest, cancel).await {
+        match self.queue(&polled.image, &digest).await {
             Ok(()) => {
                 telemetry::poll(&registry, "changed");
                 done(Some(digest))
@@ -346,12 +340,7 @@ impl Poller {
     }
 
     /// Journals and queues the change, exactly as the webhook route does.
-    async fn queue(
-        &self,
-        image: &ImageRef,
-        digest: &Digest,
-        cancel: &CancellationToken,
-    ) -> Result<(), String> {
+    async fn queue(&self, image: &ImageRef, digest: &Digest) -> Result<(), String> {
         let event = ImageEvent {
             reference: image.without_digest(),
             digest: digest.clone(),
@@ -360,10 +349,11 @@ impl Poller {
             actor: None,
             received_at: Utc::now(),
         };
-        // Waits for room (a poll can wait; a webhook sender could not).
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return Err("shutting down".into()),
-            permit = self.jobs.reserve() => permit.map_err(|_| "the queue is closed".to_string())?,
+        // A full queue is a failed poll: the change is found again at the next one.
+        let permit = match self.jobs.try_reserve_many(1) {
+            Ok(mut permits) => permits.pop().ok_or("no room in the queue")?,
+            Err(QueueError::Full) => return Err("the queue is full".into()),
+            Err(QueueError::Closed) => return Err("shutting down".into()),
         };
         match self.journal.accept(&event).await {
             Ok(Acceptance::New(id)) => {

@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -28,7 +28,7 @@ type Parser = fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>;
 use crate::event::{Aliases, ImageEvent, SourceKind};
 use crate::inventory::IndexSnapshot;
 use crate::job::journal::Acceptance;
-use crate::job::{Job, Journal};
+use crate::job::{Job, JobQueue, Journal, QueueError};
 use crate::matcher::matching_targets;
 use crate::secret::Secret;
 use crate::telemetry;
@@ -39,7 +39,7 @@ pub struct IntakeState {
     /// `None` only when unauthenticated webhooks were explicitly allowed.
     pub token: Option<Arc<Secret<String>>>,
     /// The bounded queue to the runner. A full queue answers 503.
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobQueue,
     /// Where a push is recorded before it is acknowledged.
     pub journal: Journal,
     /// The target index, to skip journaling pushes that no target runs.
@@ -207,16 +207,16 @@ async fn receive(
     // Room for every job of the request, or none: the sender retries the whole request.
     let permits = match state.jobs.try_reserve_many(wanted.len()) {
         Ok(permits) => permits,
-        Err(mpsc::error::TrySendError::Full(())) => {
+        Err(QueueError::Full) => {
             telemetry::event_received(source_name, "queue_full");
             telemetry::queue_full();
             warn!(source = source_name, "Webhook refused: queue full.");
             return Err(IntakeError::QueueFull);
         }
-        Err(mpsc::error::TrySendError::Closed(())) => return Err(IntakeError::Stopping),
+        Err(QueueError::Closed) => return Err(IntakeError::Stopping),
     };
     let (mut queued, mut duplicates) = (0, 0);
-    for (permit, event) in permits.zip(wanted) {
+    for (permit, event) in permits.into_iter().zip(wanted) {
         // Durable before acknowledged: a crash after this line loses nothing.
         match state.journal.accept(&event).await {
             Ok(Acceptance::New(id)) => {

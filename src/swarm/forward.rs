@@ -52,7 +52,7 @@ use url::Url;
 use super::Peers;
 use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
 use crate::job::journal::Acceptance;
-use crate::job::{Job, Journal};
+use crate::job::{Job, JobQueue, Journal, QueueError};
 use crate::secret::Secret;
 use crate::source::webhook::bearer_matches;
 use crate::telemetry;
@@ -336,7 +336,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// runner and, on `tracker`, to the peers. Ends when the intake side closes.
 pub async fn run(
     mut intake: mpsc::Receiver<Job>,
-    runner: mpsc::Sender<Job>,
+    runner: JobQueue,
     forwarder: Option<Forwarder>,
     tracker: TaskTracker,
 ) {
@@ -345,7 +345,7 @@ pub async fn run(
             let (forwarder, event) = (forwarder.clone(), job.event.clone());
             tracker.spawn(async move { forwarder.forward(&event).await });
         }
-        if runner.send(job).await.is_err() {
+        if runner.pass_on(job).await.is_err() {
             break;
         }
     }
@@ -358,7 +358,7 @@ pub struct ForwardState {
     /// unauthenticated webhooks were explicitly allowed.
     pub token: Option<Arc<Secret<String>>>,
     /// Straight to the runner, never to the tee: forwarded events stop here.
-    pub jobs: mpsc::Sender<Job>,
+    pub jobs: JobQueue,
     /// Forwarded pushes are journaled before they are acknowledged, like any other.
     pub journal: Journal,
     /// Cancelled when shutdown starts: from then on the route answers 503.
@@ -442,12 +442,12 @@ async fn receive(State(state): State<ForwardState>, headers: HeaderMap, body: Bo
     };
     let permits = match state.jobs.try_reserve_many(events.len()) {
         Ok(permits) => permits,
-        Err(mpsc::error::TrySendError::Full(())) => {
+        Err(QueueError::Full) => {
             telemetry::event_received(SOURCE, "queue_full");
             telemetry::queue_full();
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "queue full; send again later");
         }
-        Err(mpsc::error::TrySendError::Closed(())) => {
+        Err(QueueError::Closed) => {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down; send again later")
         }
     };
@@ -456,7 +456,7 @@ async fn receive(State(state): State<ForwardState>, headers: HeaderMap, body: Bo
         .map(|e| e.reference.with_digest(e.digest.clone()).to_string())
         .collect();
     state.forwarder.stats().received += events.len() as u64;
-    for (permit, event) in permits.zip(events) {
+    for (permit, event) in permits.into_iter().zip(events) {
         telemetry::event_received(SOURCE, "update");
         match state.journal.accept(&event).await {
             Ok(Acceptance::New(id)) => {
@@ -515,8 +515,8 @@ mod tests {
         }
     }
 
-    fn state(capacity: usize) -> (ForwardState, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn state(capacity: usize) -> (ForwardState, crate::job::JobReceiver) {
+        let (tx, rx) = crate::job::queue::channel(capacity);
         let journal = Journal::open(&tempfile::tempdir().unwrap().keep()).unwrap();
         let token = Some(Arc::new(Secret::new(TOKEN.to_string())));
         let forwarder = Forwarder::new("me".into(), Peers::default(), token.clone(), 1).unwrap();
@@ -577,12 +577,12 @@ mod tests {
         };
         let (status, answer) = post(state.clone(), TOKEN, true, &body).await;
         assert_eq!(status, 202, "{answer}");
-        assert_eq!(rx.try_recv().unwrap().event, original);
-        assert!(rx.try_recv().is_err());
+        assert_eq!(rx.jobs.try_recv().unwrap().event, original);
+        assert!(rx.jobs.try_recv().is_err());
         // The same forward again (a retry): journaled once, not run twice.
         let (status, _) = post(state.clone(), TOKEN, true, &body).await;
         assert_eq!(status, 202);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.jobs.try_recv().is_err());
         assert_eq!(state.forwarder.stats().received, 2);
     }
 
@@ -593,7 +593,7 @@ mod tests {
         assert_eq!(post(state.clone(), TOKEN, false, &from("peer")).await.0, 400);
         let (status, body) = post(state.clone(), TOKEN, true, &from("me")).await;
         assert_eq!((status, body["own"].as_bool()), (200, Some(true)));
-        assert!(rx.try_recv().is_err(), "nothing reached the runner");
+        assert!(rx.jobs.try_recv().is_err(), "nothing reached the runner");
         assert_eq!(state.forwarder.stats().own_dropped, 1);
     }
 
@@ -628,7 +628,7 @@ mod tests {
         let stats = forwarder.stats();
         assert!(stats.peers.is_empty(), "its own address is not listed as a peer");
         assert_eq!((stats.own_dropped, stats.received), (1, 0));
-        assert!(rx.try_recv().is_err(), "the runner got nothing twice");
+        assert!(rx.jobs.try_recv().is_err(), "the runner got nothing twice");
     }
 
     #[tokio::test]
