@@ -340,6 +340,27 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// A registry's header is untrusted input: any value parses, or is skipped, without a panic.
+        #[test]
+        fn any_challenge_or_retry_after_is_read_without_panic(value in "[ -~]{0,80}", structured in "(Bearer|Basic|x)?( ?[a-z]{0,6}(=(\"([^\"\\\\]|\\\\.){0,8}\"?|[a-z:/.]{0,8}))?,?){0,5}") {
+            for text in [&value, &structured] {
+                for challenge in parse_challenges(text) {
+                    if let Challenge::Bearer { realm, .. } = challenge {
+                        proptest::prop_assert!(!realm.is_empty());
+                    }
+                }
+                if let Ok(header) = HeaderValue::from_str(text) {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(RETRY_AFTER, header);
+                    if let Some(wait) = retry_after(&headers, Utc::now()) {
+                        proptest::prop_assert!(wait <= MAX_RETRY_AFTER);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
         let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
