@@ -209,6 +209,7 @@ struct Seen {
     uri: String,
     authorization: Option<String>,
     accept: Option<String>,
+    body: String,
     at: Instant,
 }
 
@@ -232,11 +233,14 @@ async fn stub_answer(State(stub): State<Stub>, request: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let seen = Seen {
-        method: request.method().clone(),
-        uri: request.uri().to_string(),
-        authorization: header(request.headers(), header::AUTHORIZATION),
-        accept: header(request.headers(), header::ACCEPT),
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        authorization: header(&parts.headers, header::AUTHORIZATION),
+        accept: header(&parts.headers, header::ACCEPT),
+        body: String::from_utf8_lossy(&body).to_string(),
         at: Instant::now(),
     };
     stub.seen.lock().unwrap().push(seen.clone());
@@ -248,13 +252,15 @@ async fn stub_answer(State(stub): State<Stub>, request: Request) -> Response {
         }
         response.body(Body::from(body.to_string())).unwrap()
     };
-    if request.uri().path() == "/token" {
+    if parts.uri.path() == "/token" {
         use base64::Engine as _;
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("bob:{PASSWORD}"))
         );
-        return if seen.authorization.as_deref() == Some(expected.as_str()) {
+        // An identity token from `docker login` is sent as an OAuth refresh token.
+        let refreshed = seen.method == Method::POST && seen.body.contains("refresh_token=refresh-abc");
+        return if seen.authorization.as_deref() == Some(expected.as_str()) || refreshed {
             reply(
                 StatusCode::OK,
                 &[],
@@ -374,4 +380,27 @@ async fn the_client_follows_the_token_flow_and_waits_out_a_429() {
         .iter()
         .filter(|s| s.uri.contains("/manifests/"))
         .all(|s| s.method == Method::HEAD));
+
+    // An identity token (what `docker login` keeps for OAuth registries) is
+    // exchanged as an OAuth2 refresh token, with a POST.
+    let oauth = DockerConfig::new();
+    let config_text =
+        serde_json::json!({ "auths": { addr.to_string(): { "identitytoken": "refresh-abc" } } });
+    std::fs::write(oauth.file(), config_text.to_string()).unwrap();
+    let client = Client::new(
+        Credentials::new(Some(oauth.file()), Aliases::default()),
+        Insecure::default(),
+    )
+    .unwrap();
+    assert_eq!(client.digest(&image).await.unwrap().as_str(), STUB_DIGEST);
+    let token_request = &seen()[7];
+    assert_eq!(
+        (token_request.method.clone(), token_request.uri.as_str()),
+        (Method::POST, "/token")
+    );
+    assert_eq!(token_request.authorization, None);
+    assert_eq!(
+        token_request.body,
+        "grant_type=refresh_token&client_id=hoist&refresh_token=refresh-abc&scope=repository%3Ateam%2Fapp%3Apull&service=stub.test"
+    );
 }
