@@ -2,8 +2,8 @@
 # Installs and starts what hoist's tests and benchmarks need on a fresh Debian
 # machine: the Distribution registry, static busybox (test images are built
 # FROM scratch with it), htpasswd (apache2-utils: registries with a login),
-# aiosmtpd (a real SMTP server for the email tests),
-# wrk (intake benchmark), and a running Docker engine. Safe to run again.
+# aiosmtpd (a real SMTP server for the email tests), wrk (intake benchmark),
+# docker-compose (v1), and a running Docker engine. Safe to run again.
 set -euo pipefail
 
 need_packages=()
@@ -14,6 +14,8 @@ command -v htpasswd >/dev/null || need_packages+=(apache2-utils)
 command -v wrk >/dev/null || need_packages+=(wrk)
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v docker >/dev/null || need_packages+=(docker.io)
+# compose v1: the sidecar example and the seed-label test run real compose projects.
+command -v docker-compose >/dev/null || need_packages+=(docker-compose)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -94,7 +94,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = &'static str>) -
 /// Starts every stage and returns once the server listens and the target
 /// index has had its first sync.
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
-    let engine = Engine::connect(config.docker_host.as_deref()).await?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await?
+        .with_pull_timeout(config.pull_timeout);
     engine.ping().await?;
     info!(api_version = %engine.api_version(), "Connected to the docker engine.");
     let listener = TcpListener::bind(config.listen)

@@ -13,13 +13,16 @@ use hoist::config::{keys, Config, EnvVars};
 const LABELS_AND_ROUTES_HELP: &str = "\
 Labels on containers (and on Swarm services: deploy labels):
   hoist.enable=true               update this container or service when its image tag is pushed
-  registry-docker-updater=true    the same (older name)
+  registry-docker-updater=true    the same (older name); so is the key
+                                  `registry-docker-updater: true` with an empty value (what
+                                  compose makes of the list form `- 'registry-docker-updater: true'`)
   hoist.monitor-only=true         only report that an update is available
-  hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container
+  hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container (at most 24h)
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
-                                  (HOIST_SERVICE_DEADLINE for a service)
+                                  (HOIST_SERVICE_DEADLINE for a service; at most 24h)
   hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
-                                  HOIST_POLL_INTERVAL); a new digest redeploys as a push would
+                                  HOIST_POLL_INTERVAL; 1s to 168h); a new digest redeploys as a push would
+  A label with a bad value is logged, and fails that target's next update (nothing is changed).
 
 Endpoints:
   POST /v1/hooks/distribution     Docker Distribution (registry:2) notifications

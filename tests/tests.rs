@@ -11,14 +11,20 @@ mod binary;
 mod burst;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// Labels are input: absurd values fail their own target only; the seed tool's compose label opts in.
+mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
 /// Polling a registry that wants a login and sends no notifications.
 mod poll;
+/// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
+mod pull;
 /// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
 mod queue;
 /// Crash injection: hoist SIGKILLed at each step of an update, then restarted.
 mod recovery;
+/// Every setting kept: the whole inspect before and after an update, field by field; exact names.
+mod recreate;
 /// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
 mod registry;
 /// The compose example with hoist packaged FROM scratch as the sidecar.

@@ -240,8 +240,10 @@ pub struct Config {
     /// `HOIST_MAX_PARALLEL`: updates of different images that may run at once.
     pub max_parallel: usize,
     pub health: HealthConfig,
-    /// `HOIST_STOP_TIMEOUT`: how long the old container gets to stop.
+    /// `HOIST_STOP_TIMEOUT`: how long the old container gets to stop, unless it has its own stop timeout.
     pub stop_timeout: Duration,
+    /// `HOIST_PULL_TIMEOUT`: the most a whole pull (its progress stream included) may take.
+    pub pull_timeout: Duration,
     /// `HOIST_SHUTDOWN_GRACE`: how long running updates get to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub notify: NotifyConfig,
@@ -274,6 +276,7 @@ pub mod keys {
     pub const HEALTH_GRACE: &str = "HOIST_HEALTH_GRACE";
     pub const HEALTH_DEADLINE: &str = "HOIST_HEALTH_DEADLINE";
     pub const STOP_TIMEOUT: &str = "HOIST_STOP_TIMEOUT";
+    pub const PULL_TIMEOUT: &str = "HOIST_PULL_TIMEOUT";
     pub const SHUTDOWN_GRACE: &str = "HOIST_SHUTDOWN_GRACE";
     pub const LOG_FORMAT: &str = "HOIST_LOG_FORMAT";
     pub const FAULT_PAUSE_AFTER: &str = "HOIST_FAULT_PAUSE_AFTER";
@@ -329,6 +332,7 @@ impl Config {
             deadline: r.duration(keys::HEALTH_DEADLINE, Duration::from_secs(60)),
         };
         let stop_timeout = r.duration(keys::STOP_TIMEOUT, Duration::from_secs(10));
+        let pull_timeout = r.duration(keys::PULL_TIMEOUT, Duration::from_secs(600));
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
@@ -370,6 +374,7 @@ impl Config {
             max_parallel,
             health,
             stop_timeout,
+            pull_timeout,
             shutdown_grace,
             notify,
             swarm,

@@ -54,7 +54,16 @@ pub const VARIABLES: &[Variable] = &[
         Some("60s"),
         "how long a new container gets to be running (and healthy)",
     ),
-    var("HOIST_STOP_TIMEOUT", Some("10s"), "how long the old container gets to stop"),
+    var(
+        "HOIST_STOP_TIMEOUT",
+        Some("10s"),
+        "how long the old container gets to stop, unless it has its own stop timeout (--stop-timeout)",
+    ),
+    var(
+        "HOIST_PULL_TIMEOUT",
+        Some("10m"),
+        "the most a whole pull may take (the engine's progress stream included); past it the push fails and nothing is changed",
+    ),
     var(
         "HOIST_MAX_PARALLEL",
         Some("4"),

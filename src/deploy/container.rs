@@ -4,7 +4,8 @@
 //! 1. pull (once per push, before any target is touched);
 //! 2. build the new container's body from the old one's inspect; a failure
 //!    here touches nothing;
-//! 3. park the old one: restart policy off, stop, rename to `<name>-hoist-old`;
+//! 3. park the old one: restart policy off, stop (with its own stop timeout
+//!    when it has one), rename to `<name>-hoist-old`;
 //! 4. create the new one under the name, start it, wait until it is up;
 //! 5. success: remove the parked one. Failure at 4: keep the new one's last
 //!    log lines, remove it, and give the old one its name, restart policy and
@@ -20,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
-use super::{health, Outcome, StepLog};
+use super::{health, recreate, Outcome, StepLog};
 use crate::config::HealthConfig;
 use crate::event::Digest;
-use crate::inventory::PARKED_SUFFIX;
+use crate::inventory::{TargetOptions, PARKED_SUFFIX};
 use crate::job::journal::StepRecord;
 
 /// How many log lines of a failed container go into the report.
@@ -47,7 +48,7 @@ pub mod steps {
 #[derive(Clone, Debug)]
 pub struct UpdateSettings {
     pub health: HealthConfig,
-    /// How long the old container gets to stop.
+    /// How long the old container gets to stop, unless it has a stop timeout of its own.
     pub stop_timeout: Duration,
 }
 
@@ -74,10 +75,15 @@ pub async fn update(
     settings: &UpdateSettings,
     log: &StepLog,
 ) -> ContainerUpdate {
-    let old = match engine.inspect_container(name).await {
+    let old = match engine.inspect_container_full(name).await {
         Ok(old) => old,
         Err(e) => return failed(None, format!("cannot inspect the container: {e}")),
     };
+    // The engine also resolves an ID prefix: a name that is gone could match
+    // another container whose ID begins with it.
+    if old.name() != name {
+        return failed(None, format!("no container is called {name} any more"));
+    }
     let old_image = engine.inspect_image(old.image_id()).await;
     let old_digest = old_image
         .as_ref()
@@ -101,7 +107,15 @@ pub async fn update(
             "the container runs with --rm, so it cannot be kept for a rollback".into(),
         );
     }
-    let spec = match old.recreate_spec(&old_image, new_image, old.image_reference()) {
+    // Labels are read again as they are now: a bad one fails this target
+    // before anything is touched (the index only logged it).
+    let (_, problems) = TargetOptions::from_labels(&old.labels());
+    if !problems.is_empty() {
+        let reason = format!("bad label, nothing was changed: {}", problems.join("; "));
+        warn!(container = name, %reason, "Not updated.");
+        return failed(old_digest, reason);
+    }
+    let spec = match recreate::spec(&old, &old_image, new_image) {
         Ok(spec) => spec,
         Err(why) => {
             return failed(
@@ -110,11 +124,13 @@ pub async fn update(
             )
         }
     };
+    // As `docker stop` does: the container's own stop timeout, when it has one.
+    let stop_timeout = old.stop_timeout().unwrap_or(settings.stop_timeout);
     let parked = Parked::of(&old);
     if let Err(why) = log.before(name, steps::PARKING, Some(parked.to_json())).await {
         return failed(old_digest, why);
     }
-    if let Err(why) = parked.park(engine, settings.stop_timeout).await {
+    if let Err(why) = parked.park(engine, stop_timeout).await {
         return failed(old_digest, why);
     }
     log.after(steps::PARKED).await;

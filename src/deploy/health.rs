@@ -17,7 +17,8 @@ const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Waits until the container is up, or returns why it is not.
 pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(), String> {
     let started = Instant::now();
-    let deadline = started + settings.deadline;
+    // A deadline past the clock's end (an absurd setting) is no deadline, not a panic.
+    let deadline = started.checked_add(settings.deadline);
     let mut running_since: Option<Instant> = None;
     let mut first_restart_count = None;
     loop {
@@ -56,7 +57,7 @@ pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -
                 }
             }
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(if details.has_healthcheck() {
                 format!("the new container was not healthy within {:?}", settings.deadline)
             } else {

@@ -1,14 +1,18 @@
 //! Changing what runs.
 //!
-//! `engine` is the only place bollard appears. `container` recreates a
-//! standalone container with its configuration intact and rolls back when the
-//! new one does not come up; `health` decides whether it came up. `service`
-//! pins a Swarm service to the pushed digest and follows Swarm's own rolling
-//! update to its end.
+//! `engine` is the adapter to the Docker Engine API (bollard), with `pull`
+//! (pulls, and the header fix that keeps credentials intact) and `recreate`
+//! (the pure recreate spec: old inspect in, create body out); no other module
+//! sees bollard. `container` recreates a standalone container with its
+//! configuration intact and rolls back when the new one does not come up;
+//! `health` decides whether it came up. `service` pins a Swarm service to the
+//! pushed digest and follows Swarm's own rolling update to its end.
 
 pub mod container;
 pub mod engine;
 pub mod health;
+pub mod pull;
+pub mod recreate;
 pub mod service;
 
 use std::fmt;

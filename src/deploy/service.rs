@@ -115,6 +115,13 @@ pub async fn update<E: ServiceEngine>(
             Err(e) => return failed(None, format!("cannot inspect the service: {e}")),
         };
         let old_digest = pinned_digest(current.image());
+        // A bad label fails this target before anything is sent (the index only logged it).
+        let (_, problems) = crate::inventory::TargetOptions::from_labels(&current.labels());
+        if !problems.is_empty() {
+            let reason = format!("bad label, nothing was changed: {}", problems.join("; "));
+            warn!(service = current.name(), %reason, "Not updated.");
+            return failed(old_digest, reason);
+        }
         if old_digest.as_ref() == Some(digest) {
             return already_pinned(engine, &current, settings).await;
         }
@@ -204,7 +211,8 @@ pub async fn follow<E: ServiceEngine>(
     issued_at: Option<DateTime<Utc>>,
     settings: &ServiceSettings,
 ) -> Outcome {
-    let deadline = Instant::now() + settings.deadline;
+    // A deadline past the clock's end (an absurd setting) is no deadline, not a panic.
+    let deadline = Instant::now().checked_add(settings.deadline);
     let mut last_seen = String::from("not started");
     loop {
         match engine.inspect_service(id).await {
@@ -267,7 +275,7 @@ pub async fn follow<E: ServiceEngine>(
             }
             Err(e) => warn!(service = id, error = %e, "Cannot inspect the service; trying again."),
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             let tasks = failed_tasks(engine, id, image).await;
             return Outcome::Failed {
                 reason: with_tasks(

@@ -1,4 +1,8 @@
 //! Every label hoist reads, and the per-target options they set.
+//!
+//! Label values are input: each is parsed by a fallible function, and a value
+//! that does not parse (or is out of bounds) is a problem for that target,
+//! reported in the log and, at its next update, in the report, never a panic.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +26,9 @@ pub const POLL: &str = "hoist.poll";
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
 
+/// The longest duration a label may give: longer is taken for a typo.
+pub const MAX_LABEL_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 /// The image ID compose v2 recorded at `up`; kept in step by an update.
@@ -29,8 +36,24 @@ pub const COMPOSE_IMAGE: &str = "com.docker.compose.image";
 /// The stack a Swarm service belongs to (`docker stack deploy`).
 pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
 
+/// An opt-in label key: one of [`OPT_IN`], or the seed tool's form ([`is_seed_form_key`]).
 pub fn is_opt_in(key: &str) -> bool {
-    OPT_IN.contains(&key)
+    OPT_IN.contains(&key) || is_seed_form_key(key)
+}
+
+/// Whether any label key opts in, whatever its value: such a target is
+/// inspected, and a bad value reported rather than silently skipped.
+pub fn mentions_opt_in(labels: &HashMap<String, String>) -> bool {
+    labels.keys().any(|key| is_opt_in(key))
+}
+
+/// registry-docker-updater's README writes its label in the list form of
+/// compose `labels:` as `- 'registry-docker-updater: true'`. Compose (and
+/// `docker stack deploy`) make that whole text the key, with an empty value.
+/// This matches such a key, with any spacing around the colon and any case of `true`.
+pub fn is_seed_form_key(key: &str) -> bool {
+    key.split_once(':')
+        .is_some_and(|(name, flag)| name.trim() == LEGACY_ENABLE && flag.trim().eq_ignore_ascii_case("true"))
 }
 
 /// What the labels of one target ask for.
@@ -40,32 +63,43 @@ pub struct TargetOptions {
     pub monitor_only: bool,
     pub health_grace: Option<Duration>,
     pub health_deadline: Option<Duration>,
+    /// Opted in by the seed tool's key form (`registry-docker-updater: true`
+    /// with an empty value), which the user most likely meant as the map form.
+    pub seed_label_form: bool,
     /// `hoist.poll`: `None` when the label is absent (the global interval
     /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
     pub poll: Option<Option<Duration>>,
 }
 
 impl TargetOptions {
-    /// Reads the labels; a malformed value is reported and ignored, never fatal
-    /// (one badly labelled container must not stop hoist from serving the rest).
+    /// Reads the labels. A malformed value is returned as a problem and left
+    /// unset, never fatal: one badly labelled container must not stop hoist
+    /// from serving the rest. The caller logs problems, and an update of a
+    /// target with problems fails with them as its reason.
     pub fn from_labels(labels: &HashMap<String, String>) -> (TargetOptions, Vec<String>) {
         let mut problems = Vec::new();
-        let mut flag = |key: &str| match labels.get(key).map(|v| v.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(v) if v == "true" || v == "1" || v == "yes" => true,
-            Some(v) if v == "false" || v == "0" || v == "no" || v.is_empty() => false,
-            Some(v) => {
-                problems.push(format!("label {key}={v:?}: expected true or false"));
-                false
+        let mut flag = |key: &str| {
+            let value = labels.get(key)?;
+            let parsed = parse_flag(value);
+            if parsed.is_none() {
+                problems.push(format!("label {key}={value:?}: expected true or false"));
             }
+            parsed
         };
-        let enabled = OPT_IN.iter().any(|key| flag(key));
-        let monitor_only = flag(MONITOR_ONLY);
+        // Both read, so that a bad value of either is reported.
+        let opt_in: Vec<Option<bool>> = OPT_IN.iter().map(|key| flag(key)).collect();
+        let labelled = opt_in.contains(&Some(true));
+        let monitor_only = flag(MONITOR_ONLY).unwrap_or(false);
+        let seed_label_form = labels
+            .iter()
+            .any(|(key, value)| is_seed_form_key(key) && value.trim().is_empty());
         let mut duration = |key: &str| {
             let text = labels.get(key)?;
-            let parsed = parse_duration(text);
+            let parsed = parse_label_duration(text);
             if parsed.is_none() {
-                problems.push(format!("label {key}={text:?}: expected a duration such as 30s"));
+                problems.push(format!(
+                    "label {key}={text:?}: expected a duration such as 30s, 5m or 1h, up to 24h"
+                ));
             }
             parsed
         };
@@ -81,15 +115,30 @@ impl TargetOptions {
         });
         (
             TargetOptions {
-                enabled,
+                enabled: labelled || seed_label_form,
                 monitor_only,
                 health_grace,
                 health_deadline,
+                seed_label_form: seed_label_form && !labelled,
                 poll,
             },
             problems,
         )
     }
+}
+
+/// `true`/`1`/`yes` and `false`/`0`/`no`/empty, in any case; anything else is `None`.
+fn parse_flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// A duration (`30s`, `500ms`, `5m`, `1h`) of at most [`MAX_LABEL_DURATION`].
+fn parse_label_duration(text: &str) -> Option<Duration> {
+    parse_duration(text).filter(|d| *d <= MAX_LABEL_DURATION)
 }
 
 #[cfg(test)]
@@ -102,6 +151,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
+
+    /// Values a user, a typo or a fuzzer may put in a label.
+    const ABSURD: &[&str] = &[
+        "100000000000000000000",
+        "18446744073709551615",
+        "18446744073709551616s",
+        "1e400",
+        "-1",
+        "-0",
+        "NaN",
+        "inf",
+        "1.5.5s",
+        "99999999999999999999h",
+        "25h",
+        "86401s",
+        "1d",
+        "ten seconds",
+        " ",
+        "\u{0}",
+        "5s5s",
+        "0x10",
+        "🙂",
+    ];
 
     #[test]
     fn either_label_opts_in() {
@@ -133,6 +205,75 @@ mod tests {
     }
 
     #[test]
+    fn absurd_durations_are_a_problem_for_each_duration_label() {
+        for key in [HEALTH_GRACE, HEALTH_DEADLINE] {
+            for value in ABSURD {
+                let (options, problems) =
+                    TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (key, value)]));
+                assert!(options.enabled, "{key}={value:?}");
+                assert_eq!(options.health_grace, None, "{key}={value:?}");
+                assert_eq!(options.health_deadline, None, "{key}={value:?}");
+                assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
+                assert!(problems[0].contains(key), "{problems:?}");
+            }
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(key, "24h")]));
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(
+                options.health_grace.or(options.health_deadline),
+                Some(MAX_LABEL_DURATION)
+            );
+        }
+    }
+
+    #[test]
+    fn absurd_flags_are_a_problem_for_each_flag_label() {
+        for key in [ENABLE, LEGACY_ENABLE, MONITOR_ONLY] {
+            for value in ABSURD.iter().filter(|v| !v.trim().is_empty()) {
+                let (options, problems) = TargetOptions::from_labels(&labels(&[(key, value)]));
+                assert!(!options.enabled && !options.monitor_only, "{key}={value:?}");
+                assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
+                assert!(problems[0].contains(key), "{problems:?}");
+            }
+        }
+        // A key that only looks like the seed form is neither an opt-in nor a crash.
+        for key in ABSURD {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(key, "")]));
+            assert!(!options.enabled && problems.is_empty(), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn the_seed_tools_list_form_opts_in_with_any_spacing_and_case() {
+        for key in [
+            "registry-docker-updater: true",
+            "registry-docker-updater:true",
+            "registry-docker-updater :  TRUE",
+            "registry-docker-updater:\tTrue",
+        ] {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(key, "")]));
+            assert!(options.enabled && options.seed_label_form, "{key:?}");
+            assert!(problems.is_empty());
+            assert!(is_opt_in(key) && mentions_opt_in(&labels(&[(key, "")])));
+        }
+        for (key, value) in [
+            ("registry-docker-updater: false", ""),
+            ("registry-docker-updater: yes please", ""),
+            ("registry-docker-updater: true", "false"),
+            ("other-tool: true", ""),
+            ("registry-docker-updater", ""),
+        ] {
+            let (options, _) = TargetOptions::from_labels(&labels(&[(key, value)]));
+            assert!(!options.enabled, "{key:?}={value:?}");
+        }
+        // With the map form as well, there is nothing to point out.
+        let (options, _) = TargetOptions::from_labels(&labels(&[
+            ("registry-docker-updater: true", ""),
+            (LEGACY_ENABLE, "true"),
+        ]));
+        assert!(options.enabled && !options.seed_label_form);
+    }
+
+    #[test]
     fn poll_label_is_a_duration_or_off_and_absurd_values_are_errors() {
         let poll = |value: &str| {
             let (options, problems) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (POLL, value)]));
@@ -140,17 +281,14 @@ mod tests {
         };
         assert_eq!(poll("5m"), (Some(Some(Duration::from_secs(300))), 0));
         assert_eq!(poll("off"), (Some(None), 0));
-        for absurd in [
-            "100000000000000000000",
-            "99999999999999999999h",
-            "1e400",
-            "0.001",
-            "-1s",
-            "NaN",
-            "every day",
-            "",
-            "\u{0}",
-        ] {
+        // Every absurd duration (25h and 86401s are sane poll intervals), and more.
+        let sane_polls = ["25h", "86401s"];
+        let more = ["0.001", "169h", "every day", ""];
+        for absurd in ABSURD
+            .iter()
+            .filter(|v| !sane_polls.contains(v))
+            .chain(more.iter())
+        {
             assert_eq!(poll(absurd), (Some(None), 1), "{absurd:?}");
         }
         assert_eq!(

@@ -8,6 +8,7 @@
 //! the engine joins, leaves or is promoted in a swarm (checked every
 //! [`ROLE_CHECK`]), since services can be listed on managers only.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +17,18 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE};
+use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE, LEGACY_ENABLE};
 use super::{IndexSnapshot, Target, TargetId, TargetIndex, TargetKind, PARKED_SUFFIX};
+use crate::backoff::Backoff;
 use crate::deploy::engine::{ContainerDetails, Engine, EngineError, EngineEvent, ServiceEvent};
 use crate::event::ImageRef;
 use crate::swarm::discovery;
 
 /// How often the swarm role is checked for a change that needs a resync.
 pub const ROLE_CHECK: Duration = Duration::from_secs(30);
+
+/// Waits between resyncs after the engine went away.
+const RESYNC_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 /// A change from either event stream.
 enum Change {
@@ -81,6 +86,45 @@ pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
     Ok(targets)
 }
 
+/// Targets opted in by the seed tool's label form, told about it once each.
+#[derive(Default)]
+struct SeedFormNotices {
+    told: HashSet<TargetId>,
+}
+
+impl SeedFormNotices {
+    /// Logs, once per target, that compose means the map form of the label;
+    /// returns the names of the targets told this time.
+    fn point_out(&mut self, snapshot: &IndexSnapshot) -> Vec<String> {
+        let mut told = Vec::new();
+        for target in snapshot.all().filter(|t| t.options.seed_label_form) {
+            if self.told.insert(target.id.clone()) {
+                told.push(target.name.clone());
+                warn!(
+                    target = %target.name,
+                    kind = ?target.kind,
+                    "Opted in by a label whose key is `{LEGACY_ENABLE}: true` and whose value is empty: \
+                     that is what compose makes of the list form `- '{LEGACY_ENABLE}: true'`. \
+                     The map form `{LEGACY_ENABLE}: \"true\"` (or the list form `- {LEGACY_ENABLE}=true`) \
+                     is the label compose means; hoist accepts both."
+                );
+            }
+        }
+        told
+    }
+}
+
+/// Publishes a new snapshot of the index, pointing out what needs it first.
+fn publish_snapshot(
+    index: &TargetIndex,
+    publish: &watch::Sender<Arc<IndexSnapshot>>,
+    notices: &mut SeedFormNotices,
+) {
+    let snapshot = index.snapshot();
+    notices.point_out(&snapshot);
+    publish.send_replace(snapshot);
+}
+
 /// Whether the engine is a swarm manager; `None` when it cannot be told.
 async fn is_manager(engine: &Engine) -> Option<bool> {
     engine.swarm_role().await.ok().map(|role| role.manager)
@@ -93,7 +137,9 @@ pub async fn run(
     publish: watch::Sender<Arc<IndexSnapshot>>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    // Failed resyncs in a row; a successful list starts the count again.
+    let mut attempt: u32 = 0;
+    let mut notices = SeedFormNotices::default();
     loop {
         // Subscribe before listing, so a change made during the list is not missed.
         let mut events = Box::pin(futures_util::stream::select(
@@ -107,17 +153,18 @@ pub async fn run(
             Ok(targets) => {
                 let count = targets.len();
                 index.replace_all(targets);
-                publish.send_replace(index.snapshot());
+                publish_snapshot(&index, &publish, &mut notices);
                 info!(targets = count, "Target index synced with the engine.");
-                backoff = Duration::from_millis(250);
+                attempt = 0;
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "Could not list containers; retrying.");
+                attempt = attempt.saturating_add(1);
+                let wait = RESYNC_BACKOFF.wait(attempt);
+                warn!(error = %e, retry_in = ?wait, "Could not list containers; retrying.");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         }
@@ -138,12 +185,12 @@ pub async fn run(
                 Some(Ok(Change::Container(event))) => {
                     debug!(container = %event.container_id, action = %event.action, "Engine event.");
                     apply_event(&engine, &mut index, &event.container_id, &event.action).await;
-                    publish.send_replace(index.snapshot());
+                    publish_snapshot(&index, &publish, &mut notices);
                 }
                 Some(Ok(Change::Service(event))) => {
                     debug!(service = %event.service_id, action = %event.action, "Service event.");
                     discovery::apply_event(&engine, &mut index, &event).await;
-                    publish.send_replace(index.snapshot());
+                    publish_snapshot(&index, &publish, &mut notices);
                 }
                 Some(Err(e)) => {
                     warn!(error = %e, "Engine event stream failed; reconnecting.");
@@ -156,11 +203,11 @@ pub async fn run(
                 }
             }
         }
+        attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(RESYNC_BACKOFF.wait(attempt)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -187,5 +234,47 @@ async fn apply_event(engine: &Engine, index: &mut TargetIndex, id: &str, action:
             index.remove(&id);
         }
         Err(e) => warn!(container = %id.0, error = %e, "Could not inspect a changed container."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::event::Aliases;
+
+    fn target(id: &str, labels: &[(&str, &str)]) -> Target {
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (options, _) = TargetOptions::from_labels(&labels);
+        Target {
+            id: TargetId(id.into()),
+            kind: TargetKind::Container,
+            name: format!("name-{id}"),
+            image: ImageRef::parse("registry.test/app:1").unwrap(),
+            image_id: "sha256:1".into(),
+            running: true,
+            monitor_only: false,
+            options,
+            compose_project: None,
+            compose_service: None,
+        }
+    }
+
+    #[test]
+    fn the_seed_label_form_is_pointed_out_once_per_target() {
+        let mut index = TargetIndex::new(Aliases::default());
+        let mut notices = SeedFormNotices::default();
+        index.upsert(target("a", &[("registry-docker-updater: true", "")]));
+        index.upsert(target("b", &[("hoist.enable", "true")]));
+        assert_eq!(notices.point_out(&index.snapshot()), ["name-a"]);
+        // Every later snapshot (an event, a resync) says nothing more of it.
+        index.upsert(target("c", &[("registry-docker-updater :TRUE", "")]));
+        assert_eq!(notices.point_out(&index.snapshot()), ["name-c"]);
+        index.replace_all([target("a", &[("registry-docker-updater: true", "")])]);
+        assert!(notices.point_out(&index.snapshot()).is_empty());
     }
 }

@@ -1,0 +1,513 @@
+//! Containers and images: inspect, list, events, and the calls an update makes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage, HealthStatusEnum,
+    ImageInspect, NetworkConnectRequest, RestartPolicy,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+
+use super::{Engine, EngineError};
+use crate::deploy::recreate::CreateSpec;
+use crate::event::Digest;
+use crate::inventory::labels;
+
+/// What hoist needs of one container, from a full inspect.
+#[derive(Clone, Debug)]
+pub struct ContainerDetails {
+    pub(in crate::deploy) raw: ContainerInspectResponse,
+    /// `Config.MacAddress`: where engines before API 1.44 keep a MAC address
+    /// the user chose. bollard's models lack the field, so it is only known
+    /// when the inspect was read as plain JSON ([`Engine::inspect_container_full`]).
+    pub(in crate::deploy) config_mac_address: Option<String>,
+}
+
+impl ContainerDetails {
+    fn from_model(raw: ContainerInspectResponse) -> ContainerDetails {
+        ContainerDetails {
+            raw,
+            config_mac_address: None,
+        }
+    }
+
+    /// Reads an inspect as the engine wrote it (`GET /containers/{id}/json`,
+    /// `docker inspect`), keeping what bollard's models have no field for.
+    pub fn from_json(value: serde_json::Value) -> Result<ContainerDetails, String> {
+        let config_mac_address = value["Config"]["MacAddress"]
+            .as_str()
+            .filter(|mac| !mac.is_empty())
+            .map(str::to_string);
+        let raw = serde_json::from_value(value).map_err(|e| format!("not a container inspect: {e}"))?;
+        Ok(ContainerDetails {
+            raw,
+            config_mac_address,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        self.raw.id.as_deref().unwrap_or_default()
+    }
+
+    /// The name without Docker's leading slash.
+    pub fn name(&self) -> &str {
+        self.raw
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+    }
+
+    /// The image reference the user asked for (`Config.Image`), never the ID.
+    pub fn image_reference(&self) -> &str {
+        self.raw
+            .config
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The ID of the image the container was created from.
+    pub fn image_id(&self) -> &str {
+        self.raw.image.as_deref().unwrap_or_default()
+    }
+
+    pub fn labels(&self) -> HashMap<String, String> {
+        self.raw
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn running(&self) -> bool {
+        self.state().and_then(|s| s.running).unwrap_or(false)
+    }
+
+    pub fn restarting(&self) -> bool {
+        self.state().and_then(|s| s.restarting).unwrap_or(false)
+    }
+
+    pub fn restart_count(&self) -> i64 {
+        self.raw.restart_count.unwrap_or(0)
+    }
+
+    pub fn exit_code(&self) -> Option<i64> {
+        self.state().and_then(|s| s.exit_code)
+    }
+
+    /// The engine's own error for a container that could not run (bad entrypoint, ...).
+    pub fn state_error(&self) -> Option<&str> {
+        self.state()
+            .and_then(|s| s.error.as_deref())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Whether the container has a healthcheck the engine runs.
+    pub fn has_healthcheck(&self) -> bool {
+        self.health().is_some()
+    }
+
+    /// `None` without a healthcheck.
+    pub fn health(&self) -> Option<Health> {
+        let status = self.state()?.health.as_ref()?.status?;
+        match status {
+            HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+            HealthStatusEnum::STARTING => Some(Health::Starting),
+            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+        }
+    }
+
+    /// The last healthcheck output, for a report of why it failed.
+    pub fn last_health_output(&self) -> Option<String> {
+        let log = self.state()?.health.as_ref()?.log.as_ref()?;
+        log.last()
+            .and_then(|r| r.output.clone())
+            .map(|o| o.trim().to_string())
+    }
+
+    pub fn restart_policy(&self) -> Option<RestartPolicyName> {
+        let policy = self.raw.host_config.as_ref()?.restart_policy.as_ref()?;
+        Some(RestartPolicyName(policy.clone()))
+    }
+
+    /// `--rm` containers vanish when stopped, so they cannot be parked for a rollback.
+    pub fn auto_remove(&self) -> bool {
+        self.raw
+            .host_config
+            .as_ref()
+            .and_then(|h| h.auto_remove)
+            .unwrap_or(false)
+    }
+
+    /// Network name → aliases, for comparisons and the `/v1/targets` view.
+    pub fn network_aliases(&self) -> HashMap<String, Vec<String>> {
+        let short_id = self.id().get(..12).unwrap_or_default().to_string();
+        self.networks()
+            .map(|(name, ep)| {
+                let aliases = ep
+                    .aliases
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| *a != short_id)
+                    .collect();
+                (name.clone(), aliases)
+            })
+            .collect()
+    }
+
+    /// The whole inspect document as JSON, for tests and diagnostics.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.raw).unwrap_or_default()
+    }
+
+    fn state(&self) -> Option<&bollard::models::ContainerState> {
+        self.raw.state.as_ref()
+    }
+
+    fn networks(&self) -> impl Iterator<Item = (&String, &EndpointSettings)> {
+        self.raw
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .into_iter()
+            .flatten()
+    }
+
+    /// The container's own stop timeout (`--stop-timeout`), which `docker
+    /// stop` uses when it is given no other; `None` when unset or negative
+    /// (an engine's "wait for ever", which an update must not do).
+    pub fn stop_timeout(&self) -> Option<Duration> {
+        let seconds = self.raw.config.as_ref()?.stop_timeout?;
+        u64::try_from(seconds).ok().map(Duration::from_secs)
+    }
+}
+
+/// A container's restart policy, kept opaque so it can be put back as it was
+/// (and journaled, so it can be put back after a crash).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RestartPolicyName(pub(in crate::deploy) RestartPolicy);
+
+/// Health as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// What hoist needs of one local image.
+#[derive(Clone, Debug)]
+pub struct ImageDetails {
+    pub(in crate::deploy) raw: ImageInspect,
+}
+
+impl ImageDetails {
+    /// Reads an image inspect as the engine wrote it (`docker image inspect`).
+    pub fn from_json(value: serde_json::Value) -> Result<ImageDetails, String> {
+        serde_json::from_value(value)
+            .map(|raw| ImageDetails { raw })
+            .map_err(|e| format!("not an image inspect: {e}"))
+    }
+
+    pub fn id(&self) -> &str {
+        self.raw.id.as_deref().unwrap_or_default()
+    }
+
+    /// `repo@sha256:...` entries: the digests the registry served this image under.
+    pub fn repo_digests(&self) -> Vec<String> {
+        self.raw.repo_digests.clone().unwrap_or_default()
+    }
+
+    /// The digest this image has in `repository` (as the engine names it, host included).
+    pub fn digest_in(&self, repository: &str) -> Option<Digest> {
+        self.repo_digests()
+            .iter()
+            .filter_map(|d| d.split_once('@'))
+            .filter(|(repo, _)| *repo == repository)
+            .find_map(|(_, digest)| Digest::parse(digest).ok())
+    }
+
+    pub fn label(&self, key: &str) -> Option<String> {
+        self.raw.config.as_ref()?.labels.as_ref()?.get(key).cloned()
+    }
+}
+
+/// A container change the index cares about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineEvent {
+    pub container_id: String,
+    /// `create`, `start`, `die`, `destroy`, `rename`, ...
+    pub action: String,
+}
+
+impl Engine {
+    /// IDs of every container (running or not) carrying an opt-in label key,
+    /// whatever its value: the caller reads the value, and reports a bad one.
+    /// Listed without a filter, because the engine's label filter matches
+    /// exact keys only and the seed tool's form (`registry-docker-updater: true`)
+    /// comes with any spacing.
+    pub async fn list_labelled_ids(&self) -> Result<Vec<String>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let mut ids: Vec<String> = found
+            .into_iter()
+            .filter(|c| c.labels.as_ref().is_some_and(labels::mentions_opt_in))
+            .filter_map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, EngineError> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map(ContainerDetails::from_model)
+            .map_err(|e| EngineError::from_bollard(format!("container {id}"), e))
+    }
+
+    /// The inspect of a container about to be recreated: read as plain JSON
+    /// when the engine can be reached so, to keep the fields bollard's models
+    /// lack ([`ContainerDetails::config_mac_address`]).
+    pub async fn inspect_container_full(&self, id: &str) -> Result<ContainerDetails, EngineError> {
+        let Some(raw) = &self.raw else {
+            return self.inspect_container(id).await;
+        };
+        let value = raw.inspect_container(&self.api_version(), id).await?;
+        ContainerDetails::from_json(value).map_err(|message| EngineError::Refused {
+            action: format!("container {id}"),
+            status: 200,
+            message,
+        })
+    }
+
+    pub async fn inspect_image(&self, name: &str) -> Result<ImageDetails, EngineError> {
+        self.docker
+            .inspect_image(name)
+            .await
+            .map(|raw| ImageDetails { raw })
+            .map_err(|e| EngineError::from_bollard(format!("image {name}"), e))
+    }
+
+    /// Lifecycle events of containers that carry an opt-in label key (any
+    /// value, so a label switched off is seen too), from now on. The stream
+    /// ends or errors when the engine goes away; the caller resyncs and resubscribes.
+    pub fn container_events(&self) -> impl Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
+        // Several `label` filter values must all match, so the opt-in labels
+        // are checked here instead; several `event` values match any.
+        let options = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "event".to_string(),
+                    [
+                        "create", "start", "die", "stop", "destroy", "rename", "update", "restart",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.docker.events(Some(options)).filter_map(|item| async move {
+            match item {
+                Ok(EventMessage {
+                    action: Some(action),
+                    actor: Some(actor),
+                    ..
+                }) => {
+                    let attributes = actor.attributes.unwrap_or_default();
+                    let labelled = labels::mentions_opt_in(&attributes);
+                    match actor.id {
+                        Some(container_id) if labelled => Some(Ok(EngineEvent { container_id, action })),
+                        _ => None,
+                    }
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(EngineError::from_bollard("event stream", e))),
+            }
+        })
+    }
+
+    /// Stops the container, killing it after `timeout` if it has not exited.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        // The API takes whole seconds as an i32; a longer wait is capped, never wrapped.
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptions {
+            t: Some(seconds),
+            ..Default::default()
+        };
+        // The engine answers once the container is down: give the call that
+        // long, and a minute more for the kill and the answer.
+        let call_timeout = timeout.saturating_add(Duration::from_secs(60));
+        let docker = self.docker.clone().with_timeout(call_timeout);
+        docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("stop {id}"), e))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("start {id}"), e))
+    }
+
+    pub async fn rename(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let options = RenameContainerOptions {
+            name: new_name.to_string(),
+        };
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("rename {id} to {new_name}"), e))
+    }
+
+    /// Removes a container but never its volumes: a parked container shares
+    /// its anonymous volumes with its successor.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(format!("remove {id}"), e)),
+        }
+    }
+
+    pub async fn set_restart_policy(
+        &self,
+        id: &str,
+        policy: Option<&RestartPolicyName>,
+    ) -> Result<(), EngineError> {
+        let policy = policy.map(|p| p.0.clone()).unwrap_or(RestartPolicy {
+            name: Some(bollard::models::RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        });
+        let body = ContainerUpdateBody {
+            restart_policy: Some(policy),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("update restart policy of {id}"), e))
+    }
+
+    /// Creates the container and connects its other networks; returns its ID.
+    pub async fn create(&self, name: &str, spec: &CreateSpec) -> Result<String, EngineError> {
+        let id = match (&spec.mac_address, &self.raw) {
+            // Before API 1.44 the engine takes a MAC address in `Config.MacAddress`
+            // only, which bollard's create body has no field for.
+            (Some(mac), Some(raw)) if !self.api_at_least(1, 44) => {
+                let mut body = serde_json::to_value(&spec.body).map_err(|e| EngineError::Refused {
+                    action: format!("create {name}"),
+                    status: 400,
+                    message: e.to_string(),
+                })?;
+                body["MacAddress"] = serde_json::Value::String(mac.clone());
+                raw.create_container(&self.api_version(), name, &body).await?
+            }
+            (mac, raw) => {
+                if mac.is_some() && raw.is_none() && !self.api_at_least(1, 44) {
+                    tracing::warn!(container = name, "This engine takes a MAC address in a field hoist cannot send over this connection; the new container gets one of the engine's.");
+                }
+                let options = CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                };
+                self.docker
+                    .create_container(Some(options), spec.body.clone())
+                    .await
+                    .map_err(|e| EngineError::from_bollard(format!("create {name}"), e))?
+                    .id
+            }
+        };
+        for (network, endpoint) in &spec.extra_networks {
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(endpoint.clone()),
+            };
+            if let Err(e) = self.docker.connect_network(network, request).await {
+                // A half-wired container must not be left behind.
+                if let Err(again) = self.remove(&id).await {
+                    tracing::warn!(container = name, error = %again, "Cannot remove a half-created container.");
+                }
+                return Err(EngineError::from_bollard(
+                    format!("connect {name} to {network}"),
+                    e,
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Removes an image unless a container uses it (no force).
+    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_image(id, None::<bollard::query_parameters::RemoveImageOptions>, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::from_bollard(format!("remove image {id}"), e))
+    }
+
+    /// The last `lines` lines the container wrote (stdout and stderr).
+    pub async fn log_tail(&self, id: &str, lines: usize) -> Vec<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self.docker.logs(id, Some(options)).collect().await;
+        let text: String = chunks
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|c| c.to_string())
+            .collect();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// The ID of the container called exactly `name` (without slash), if any.
+    pub async fn container_id_by_name(&self, name: &str) -> Result<Option<String>, EngineError> {
+        // The engine's `name` filter is an unanchored regular expression: it
+        // narrows the list, and the exact comparison below decides ("a.b" also
+        // matches "axb", and "web" matches "web-2").
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let wanted = format!("/{name}");
+        Ok(found
+            .into_iter()
+            .filter(|c| c.names.iter().flatten().any(|n| *n == wanted))
+            .find_map(|c| c.id))
+    }
+}
