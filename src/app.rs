@@ -33,6 +33,8 @@ use crate::inventory::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
+use crate::registry::{self, Credentials, Insecure};
+use crate::source::poll::Poller;
 use crate::source::webhook::{self, WebhookState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
@@ -57,6 +59,8 @@ pub enum StartError {
     Journal(#[from] JournalError),
     #[error("cannot build the client that forwards updates to peers: {0}")]
     Forwarder(#[from] reqwest::Error),
+    #[error("{0}")]
+    Registry(#[from] registry::BuildError),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -145,6 +149,19 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         }
     }
 
+    // One docker config file (re-read when it changes) for pulls, digest
+    // look-ups and service updates; registries the engine reaches over plain
+    // http are reached so by the registry client too.
+    let credentials = Credentials::new(config.docker_config.clone(), config.registry_aliases.clone());
+    let insecure = match engine.insecure_registries().await {
+        Ok((cidrs, names)) => Insecure::new(cidrs, names),
+        Err(e) => {
+            warn!(error = %e, "Cannot read the engine's insecure registries; only loopback registries are asked over http.");
+            Insecure::default()
+        }
+    };
+    let registry = registry::Client::new(credentials.clone(), insecure)?;
+
     // Webhook → tee (which also forwards to peers) → runner; forwarded events
     // from peers go to the runner directly, so they are never forwarded again.
     // One count of waiting jobs (HOIST_QUEUE_CAPACITY) across both entrances.
@@ -173,10 +190,11 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             remove_old_images: config.remove_old_images,
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
-                docker_config: config.swarm.docker_config.clone(),
+                credentials: credentials.clone(),
                 ..ServiceSettings::default()
             },
             services: config.swarm.services,
+            credentials,
         },
         snapshot_rx.clone(),
         journal.clone(),
@@ -221,6 +239,19 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         });
     }
 
+    // Polling feeds the same intake queue as the webhooks.
+    let poll_task = tokio::spawn(
+        Poller {
+            client: registry.clone(),
+            engine: engine.clone(),
+            journal: journal.clone(),
+            jobs: jobs_tx.clone(),
+            aliases: config.registry_aliases.clone(),
+            interval: config.poll_interval,
+        }
+        .run(snapshot_rx.clone(), stop.child_token()),
+    );
+
     let intake_stopping = CancellationToken::new();
     let intake = Intake {
         jobs: jobs_tx,
@@ -230,9 +261,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         queue_all: forward_all,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
-        // The registry client (`registry::Client`) is wired here once it lands;
-        // until then, pushes without a digest are ignored with that reason.
-        resolver: None,
+        // Pushes without a digest are resolved by the one registry client.
+        resolver: Some(Arc::new(registry)),
         rejections: Arc::default(),
     };
     let app = webhook::router(WebhookState {
@@ -282,6 +312,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         });
         if let Err(e) = serve.await {
             warn!(error = %e, "HTTP server failed.");
+        }
+        // The poller (cancelled with the server) holds a sender too.
+        if let Err(e) = poll_task.await {
+            warn!(error = %e, "The poll task failed.");
         }
         // The router (and its sender) is gone: the runner drains the queue and ends.
         if let Err(e) = runner_task.await {

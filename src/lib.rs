@@ -15,6 +15,7 @@
 //!
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes).
 //! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
+//! - [`registry`] asks registries for a tag's digest, with the docker config's credentials.
 //! - [`inventory`] knows which containers opted in, kept current from the engine's events.
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
@@ -38,6 +39,7 @@ pub mod inventory;
 pub mod job;
 pub mod matcher;
 pub mod notify;
+pub mod registry;
 pub mod source;
 pub mod swarm;
 

@@ -124,7 +124,14 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_DOCKER_CONFIG",
         Some("$DOCKER_CONFIG/config.json, else $HOME/.docker/config.json"),
-        "docker config file with the registry credentials for pulls and service updates",
+        "docker config file with the registry credentials for pulls, digest look-ups and service updates \
+         (static auths, or credHelpers/credsStore through docker-credential-<name> on PATH); re-read when it changes",
+    ),
+    var(
+        "HOIST_POLL_INTERVAL",
+        Some("off"),
+        "how often every target's tag is asked for its digest (one HEAD per tag), e.g. 5m; a change redeploys \
+         as a push would. The label hoist.poll overrides it per target",
     ),
     var(
         "HOIST_SLACK_WEBHOOK_URL",

@@ -9,7 +9,6 @@
 //! pushed digest and follows Swarm's own rolling update to its end.
 
 pub mod container;
-pub mod credentials;
 pub mod engine;
 pub mod health;
 pub mod pull;

@@ -13,6 +13,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::event::{Digest, ImageRef};
+use crate::registry::{self, RegistryError};
+
+/// How long a look-up may wait out a registry's rate limit or outage (never
+/// asking before its `Retry-After`) before intake answers 503: Docker Hub and
+/// Gitea do not send a webhook again by themselves, so a short wait is worth it.
+const WAIT_FOR_REGISTRY: Duration = Duration::from_secs(5);
 
 /// The future [`DigestResolver::resolve`] returns.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Result<Digest, ResolveError>> + Send + 'a>>;
@@ -38,4 +44,31 @@ pub enum ResolveError {
     /// Asking again will not help: no such tag, credentials refused.
     #[error("{0}")]
     Permanent(String),
+}
+
+/// The registry client resolves with a `HEAD` of the tag's manifest, with the
+/// docker config's credentials, honouring each registry's rate limits.
+impl DigestResolver for registry::Client {
+    fn resolve<'a>(&'a self, image: &'a ImageRef) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            self.digest_within(image, WAIT_FOR_REGISTRY)
+                .await
+                .map_err(ResolveError::from)
+        })
+    }
+}
+
+impl From<RegistryError> for ResolveError {
+    fn from(error: RegistryError) -> Self {
+        if error.is_transient() {
+            ResolveError::Transient {
+                retry_after: error
+                    .retry_at()
+                    .map(|at| at.saturating_duration_since(tokio::time::Instant::now())),
+                message: error.to_string(),
+            }
+        } else {
+            ResolveError::Permanent(error.to_string())
+        }
+    }
 }

@@ -27,6 +27,7 @@ use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
+use crate::registry::Credentials;
 use crate::swarm::{self, ServicesMode};
 use crate::telemetry;
 
@@ -44,6 +45,8 @@ pub struct RunnerSettings {
     pub service: ServiceSettings,
     /// Whether this hoist updates Swarm services (when its engine leads the swarm).
     pub services: ServicesMode,
+    /// The registry credentials pulls log in with (the docker config file).
+    pub credentials: Credentials,
 }
 
 /// Called with every finished job's report (the notifiers' entry point).
@@ -298,11 +301,25 @@ impl Runner {
                 continue;
             }
             let tag = target.image.tag().unwrap_or("latest");
+            let (registry, credentials) = (target.image.registry(), &self.settings.credentials);
+            let (auth, problem) = match credentials.lookup(registry).await {
+                Ok(auth) => (auth, None),
+                Err(e) => {
+                    warn!(registry, error = %e, "Pulling without registry credentials.");
+                    (None, Some(e))
+                }
+            };
             let result = self
                 .engine
-                .pull_digest(&repository, &event.digest, tag)
+                .pull_digest(&repository, &event.digest, tag, auth.as_ref())
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| {
+                    let message = e.to_string();
+                    let repository = target.image.repository();
+                    credentials
+                        .explain_refusal(&message, registry, repository, auth.as_ref(), problem.as_ref())
+                        .unwrap_or(message)
+                });
             if let Err(e) = &result {
                 warn!(image = %event.reference, error = %e, "Pull failed; nothing was changed.");
             }

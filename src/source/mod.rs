@@ -18,6 +18,7 @@ mod fuzz_tests;
 pub mod gitea;
 pub mod github;
 pub mod harbor;
+pub mod poll;
 pub mod quay;
 pub mod signature;
 pub mod webhook;
