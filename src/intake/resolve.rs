@@ -72,3 +72,47 @@ impl From<RegistryError> for ResolveError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn registry_errors_are_transient_with_their_wait_or_permanent() {
+        let rate_limited = RegistryError::RateLimited {
+            registry: "registry.test".into(),
+            repository: "team/app".into(),
+            until: chrono::Utc::now(),
+            retry_at: tokio::time::Instant::now() + Duration::from_secs(42),
+        };
+        match ResolveError::from(rate_limited) {
+            ResolveError::Transient { retry_after, message } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(42)));
+                assert!(message.contains("rate-limiting"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unreachable = RegistryError::Unreachable {
+            registry: "registry.test".into(),
+            repository: "team/app".into(),
+            reason: "connection refused".into(),
+            retry_at: None,
+        };
+        assert!(matches!(
+            ResolveError::from(unreachable),
+            ResolveError::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
+        let missing = RegistryError::NotFound {
+            registry: "registry.test".into(),
+            repository: "team/app".into(),
+            reference: "1.4".into(),
+        };
+        assert_eq!(
+            ResolveError::from(missing),
+            ResolveError::Permanent("registry registry.test has no team/app:1.4".into())
+        );
+    }
+}
