@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Runs each target (default: all four) for SECONDS_PER_TARGET (default 60),
+# Runs each target (default: all of them) for SECONDS_PER_TARGET (default 60),
 # one after another, from a corpus seeded with the sample payloads in
 # tests/fixtures/payloads (HOIST_PAYLOADS overrides) and tests/fuzz/seeds/. The
 # corpora (tests/fuzz/corpus/, git-ignored) grow across runs. Prints the
@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(distribution harbor reference aliases)
+body_parsers=(distribution harbor github gitea dockerhub quay acr ci)
+[ ${#targets[@]} -gt 0 ] || targets=("${body_parsers[@]}" signature reference aliases)
 case "$seconds" in
   '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;
 esac
@@ -35,12 +36,22 @@ start=$SECONDS
 cargo fuzz build --fuzz-dir "$fuzz_dir" -s none
 echo "fuzz: built in $((SECONDS - start)) s"
 
-# Seed corpora: every sample payload for the body parsers, the reference list
-# for the text parsers (aliases also get "aliases\nreference" pairs).
-mkdir -p "$fuzz_dir"/corpus/{distribution,harbor,reference,aliases}
+# Seed corpora: every sample payload for the body parsers (each reads its
+# own format, but a neighbour's is good mutation material), "secret\nsignature\nbody"
+# triples for the signature check, the reference list for the text parsers
+# (aliases also get "aliases\nreference" pairs).
+for target in "${body_parsers[@]}" signature reference aliases; do
+  mkdir -p "$fuzz_dir/corpus/$target"
+done
 if compgen -G "$payloads/*.json" >/dev/null; then
-  cp "$payloads"/*.json "$fuzz_dir/corpus/distribution/"
-  cp "$payloads"/*.json "$fuzz_dir/corpus/harbor/"
+  for target in "${body_parsers[@]}"; do
+    cp "$payloads"/*.json "$fuzz_dir/corpus/$target/"
+  done
+  for file in "$payloads"/github-package-published.json "$payloads"/gitea-package.json; do
+    [ -f "$file" ] || continue
+    signature=$(openssl dgst -sha256 -hmac test-secret -r <"$file" | cut -d' ' -f1)
+    { printf 'test-secret\nsha256=%s\n' "$signature"; cat "$file"; } >"$fuzz_dir/corpus/signature/$(basename "$file")"
+  done
 else
   echo "fuzz: no payloads in $payloads; starting the body parsers from an empty corpus" >&2
 fi
@@ -60,7 +71,7 @@ summary=()
 failed=0
 for target in "${targets[@]}"; do
   case "$target" in
-    distribution | harbor) dict="$seeds/json.dict" ;;
+    distribution | harbor | github | gitea | dockerhub | quay | acr | ci | signature) dict="$seeds/json.dict" ;;
     reference | aliases) dict="$seeds/reference.dict" ;;
     *) echo "fuzz: unknown target $target" >&2; exit 2 ;;
   esac

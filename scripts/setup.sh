@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs and starts what hoist's tests and benchmarks need on a fresh Debian
 # machine: the Distribution registry, static busybox (test images are built
-# FROM scratch with it), aiosmtpd (a real SMTP server for the email tests),
-# wrk (intake benchmark), docker-compose (v1), unshare/nsenter/mount
-# (util-linux, mount) and ip (iproute2) for the engine-fault tests' private
-# engine and small tmpfs, and a running Docker engine. Safe to run again.
+# FROM scratch with it), htpasswd (apache2-utils: registries with a login),
+# aiosmtpd (a real SMTP server for the email tests), wrk (intake benchmark),
+# docker-compose (v1), unshare/nsenter/mount (util-linux, mount) and ip
+# (iproute2) for the engine-fault tests' private engine and small tmpfs, and
+# a running Docker engine. Safe to run again.
 set -euo pipefail
 
 need_packages=()
 command -v docker-registry >/dev/null || need_packages+=(docker-registry)
 [ -x /usr/bin/busybox ] && /usr/bin/busybox --list 2>/dev/null | grep -qx httpd || need_packages+=(busybox-static)
+command -v htpasswd >/dev/null || need_packages+=(apache2-utils)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_packages+=(python3-aiosmtpd)
 command -v wrk >/dev/null || need_packages+=(wrk)
 command -v openssl >/dev/null || need_packages+=(openssl)
@@ -36,4 +38,4 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
 fi
 docker info >/dev/null 2>&1 || { echo "setup: the docker engine is not running" >&2; exit 1; }
-echo "setup: docker $(docker version --format '{{.Server.Version}}'), $(docker-registry --version 2>/dev/null | awk '{print $NF}') registry, busybox, aiosmtpd ready"
+echo "setup: docker $(docker version --format '{{.Server.Version}}'), $(docker-registry --version 2>/dev/null | awk '{print $NF}') registry, busybox, htpasswd, aiosmtpd ready"

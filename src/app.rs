@@ -27,11 +27,14 @@ use crate::deploy::container::UpdateSettings;
 use crate::deploy::engine::{Engine, EngineError};
 use crate::deploy::service::ServiceSettings;
 use crate::deploy::FaultPause;
+use crate::intake::Intake;
 use crate::inventory::{watch as target_watch, IndexSnapshot, TargetIndex};
 use crate::job::journal::JournalError;
 use crate::job::{Job, Journal, Runner, RunnerSettings};
 use crate::notify::{Notifier, NotifyError};
-use crate::source::webhook::{self, IntakeState};
+use crate::registry::{self, Credentials, Insecure};
+use crate::source::poll::Poller;
+use crate::source::webhook::{self, WebhookState};
 use crate::swarm::{adopt, forward};
 use crate::telemetry;
 
@@ -55,6 +58,8 @@ pub enum StartError {
     Journal(#[from] JournalError),
     #[error("cannot build the client that forwards updates to peers: {0}")]
     Forwarder(#[from] reqwest::Error),
+    #[error("{0}")]
+    Registry(#[from] registry::BuildError),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -155,6 +160,19 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         }
     }
 
+    // One docker config file (re-read when it changes) for pulls, digest
+    // look-ups and service updates; registries the engine reaches over plain
+    // http are reached so by the registry client too.
+    let credentials = Credentials::new(config.docker_config.clone(), config.registry_aliases.clone());
+    let insecure = match engine.insecure_registries().await {
+        Ok((cidrs, names)) => Insecure::new(cidrs, names),
+        Err(e) => {
+            warn!(error = %e, "Cannot read the engine's insecure registries; only loopback registries are asked over http.");
+            Insecure::default()
+        }
+    };
+    let registry = registry::Client::new(credentials.clone(), insecure)?;
+
     // Webhook → tee (which also forwards to peers) → runner; forwarded events
     // from peers go to the runner directly, so they are never forwarded again.
     // One count of waiting jobs (HOIST_QUEUE_CAPACITY) across both entrances.
@@ -183,11 +201,12 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             remove_old_images: config.remove_old_images,
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
-                docker_config: config.swarm.docker_config.clone(),
+                credentials: credentials.clone(),
                 ..ServiceSettings::default()
             },
             services: config.swarm.services,
             engine_retry_for: config.engine_retry_for,
+            credentials,
         },
         snapshot_rx.clone(),
         journal.clone(),
@@ -233,23 +252,46 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         });
     }
 
+    // Polling feeds the same intake queue as the webhooks.
+    let poll_task = tokio::spawn(
+        Poller {
+            client: registry.clone(),
+            engine: engine.clone(),
+            journal: journal.clone(),
+            jobs: jobs_tx.clone(),
+            aliases: config.registry_aliases.clone(),
+            interval: config.poll_interval,
+        }
+        .run(snapshot_rx.clone(), stop.child_token()),
+    );
+
     let intake_stopping = CancellationToken::new();
-    let app = webhook::router(IntakeState {
-        token: token.clone(),
+    let intake = Intake {
         jobs: jobs_tx,
         journal: journal.clone(),
         snapshot: snapshot_rx.clone(),
         aliases: config.registry_aliases.clone(),
-        forward_all,
+        queue_all: forward_all,
         stopping: intake_stopping.clone(),
         max_body_bytes: config.max_body_bytes,
+        // Pushes without a digest are resolved by the one registry client.
+        resolver: Some(Arc::new(registry)),
+        rejections: Arc::default(),
+    };
+    let app = webhook::router(WebhookState {
+        token: token.clone(),
+        github_secret: config.github_webhook_secret.clone().map(Arc::new),
+        gitea_secret: config.gitea_webhook_secret.clone().map(Arc::new),
+        intake: intake.clone(),
     })
     .merge(forward::router(forward::ForwardState {
         token,
-        jobs: runner_tx,
-        journal: journal.clone(),
-        stopping: intake_stopping.clone(),
-        max_body_bytes: config.max_body_bytes,
+        // Straight to the runner (never forwarded again), every update queued.
+        intake: Intake {
+            jobs: runner_tx,
+            queue_all: true,
+            ..intake
+        },
         forwarder,
     }))
     .merge(api::router(ApiState {
@@ -274,6 +316,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let server_stop = stop.clone();
     let grace = config.shutdown_grace;
     let done = tokio::spawn(async move {
+        // With the peer's address, so rejected requests are logged per address.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             server_stop.cancelled().await;
             // 1. intake answers 503 for requests still arriving.
@@ -281,6 +325,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         });
         if let Err(e) = serve.await {
             warn!(error = %e, "HTTP server failed.");
+        }
+        // The poller (cancelled with the server) holds a sender too.
+        if let Err(e) = poll_task.await {
+            warn!(error = %e, "The poll task failed.");
         }
         // The router (and its sender) is gone: the runner drains the queue and ends.
         if let Err(e) = runner_task.await {

@@ -45,7 +45,7 @@ impl Backoff {
 }
 
 /// A number in `[0, 1)`, good enough to spread retries apart (not for secrets).
-fn jitter_fraction() -> f64 {
+pub fn jitter_fraction() -> f64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};

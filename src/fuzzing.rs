@@ -2,29 +2,127 @@
 //!
 //! Compiled only for the unit tests and under `--cfg fuzzing` (which
 //! cargo-fuzz passes): the fuzz targets in `tests/fuzz/` call the entry points
-//! [`distribution`], [`harbor`], [`reference`] and [`aliases`] with the
-//! fuzzer's bytes, and the property tests in `source::fuzz_tests` call the same
+//! [`distribution`], [`harbor`], [`github`], [`gitea`], [`dockerhub`],
+//! [`quay`], [`acr`], [`ci`], [`signature`], [`reference`] and [`aliases`]
+//! with the fuzzer's bytes, and the property tests in `source::fuzz_tests` call the same
 //! functions with generated inputs. Every check panics on a violation, which
 //! libFuzzer reports as a crash (saving the input under
 //! `tests/fuzz/artifacts/<target>/`) and proptest shrinks to a minimal case.
 
 use crate::event::{Aliases, Digest, ImageRef, SourceKind};
-use crate::source::{self, Action, RegistryEvent};
+use crate::source::{self, Action, Ignored, RegistryEvent};
 
 /// Fuzz entry point: a Distribution notification body.
 pub fn distribution(data: &[u8]) {
-    match source::distribution::parse(data) {
-        Ok(events) => check_events(&events, SourceKind::Distribution),
-        Err(error) => {
-            assert!(!error.to_string().is_empty(), "an empty error message");
-        }
-    }
+    check_body(source::distribution::parse(data), SourceKind::Distribution);
 }
 
 /// Fuzz entry point: a Harbor webhook body.
 pub fn harbor(data: &[u8]) {
-    match source::harbor::parse(data) {
-        Ok(events) => check_events(&events, SourceKind::Harbor),
+    check_body(source::harbor::parse(data), SourceKind::Harbor);
+}
+
+/// Fuzz entry point: a GitHub `package` event body (JSON or form-encoded).
+pub fn github(data: &[u8]) {
+    let parsed = source::github::parse(data);
+    if let Ok(events) = &parsed {
+        for event in events {
+            // ghcr.io references are lower-case whatever the payload's case.
+            assert_eq!(
+                event.repository,
+                event.repository.to_ascii_lowercase(),
+                "{event:?}"
+            );
+            assert_eq!(event.registry_host.as_deref(), Some(source::github::HOST));
+        }
+    }
+    check_body(parsed, SourceKind::Github);
+}
+
+/// Fuzz entry point: a Gitea or Forgejo `package` event body.
+pub fn gitea(data: &[u8]) {
+    let parsed = source::gitea::parse(data);
+    if let Ok(events) = &parsed {
+        for event in events {
+            assert!(event.tag.is_none() || event.digest.is_none(), "{event:?}");
+        }
+    }
+    check_body(parsed, SourceKind::Gitea);
+}
+
+/// Fuzz entry point: a Docker Hub webhook body.
+pub fn dockerhub(data: &[u8]) {
+    let parsed = source::dockerhub::parse(data);
+    if let Ok(events) = &parsed {
+        for event in events {
+            assert_eq!(event.digest, None, "Docker Hub sends no digest: {event:?}");
+        }
+    }
+    check_body(parsed, SourceKind::DockerHub);
+}
+
+/// Fuzz entry point: a Quay `repo_push` notification body.
+pub fn quay(data: &[u8]) {
+    let parsed = source::quay::parse(data);
+    if let Ok(events) = &parsed {
+        for event in events {
+            assert!(event.tag.is_some() && event.digest.is_none(), "{event:?}");
+        }
+    }
+    check_body(parsed, SourceKind::Quay);
+}
+
+/// Fuzz entry point: an ACR webhook body.
+pub fn acr(data: &[u8]) {
+    check_body(source::acr::parse(data), SourceKind::Acr);
+}
+
+/// Fuzz entry point: a `POST /v1/update` body, and the same bytes as
+/// Watchtower's `?image=` value. What parses is a push of the image named.
+pub fn ci(data: &[u8]) {
+    for parsed in [source::ci::parse(data), source::ci::parse_query(&text(data))] {
+        if let Ok(events) = &parsed {
+            for event in events {
+                let push = event
+                    .clone()
+                    .into_push(SourceKind::Ci, None)
+                    .unwrap_or_else(|ignored| {
+                        panic!("a CI call the parser took is ignored ({ignored}): {event:?}")
+                    });
+                check_image_ref(&push.reference);
+            }
+        }
+        check_body(parsed, SourceKind::Ci);
+    }
+}
+
+/// Fuzz entry point: a secret, a newline, a signature, a newline, a body.
+/// Verifying never panics, and a signature made with the secret verifies.
+pub fn signature(data: &[u8]) {
+    let mut parts = data.splitn(3, |b| *b == b'\n');
+    let (secret, signature, body) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let secret_text = text(secret).into_owned();
+    let key = crate::secret::Secret::new(secret_text.clone());
+    let given = text(signature);
+    if source::signature::verify(&key, body, &given) {
+        let expected = source::signature::sign(&secret_text, body);
+        let hex = given.trim().trim_start_matches("sha256=").to_ascii_lowercase();
+        assert_eq!(hex, expected, "a signature that is not the HMAC verified");
+    }
+    let made = source::signature::sign(&secret_text, body);
+    assert!(source::signature::verify(&key, body, &made));
+    assert!(source::signature::verify(&key, body, &format!("sha256={made}")));
+}
+
+/// What a parser returned: its events judged as the routes judge them, or a
+/// printable error.
+fn check_body(parsed: Result<Vec<RegistryEvent>, source::ParseError>, kind: SourceKind) {
+    match parsed {
+        Ok(events) => check_events(&events, kind),
         Err(error) => {
             assert!(!error.to_string().is_empty(), "an empty error message");
         }
@@ -69,15 +167,31 @@ pub fn check_events(events: &[RegistryEvent], source: SourceKind) {
     }
 }
 
-/// `into_update` never panics, and an update says what the event said.
+/// `into_update` and `into_push` never panic, agree with each other, and an
+/// update says what the event said.
 pub fn check_update(event: &RegistryEvent, source: SourceKind, default_host: Option<&str>) {
+    let push = event.clone().into_push(source, default_host);
     let update = match event.clone().into_update(source, default_host) {
         Ok(update) => update,
         Err(ignored) => {
             assert!(!ignored.to_string().is_empty(), "an empty reason");
+            match (&ignored, &push) {
+                // A push without a digest is one to resolve; everything else is judged alike.
+                (Ignored::NoDigest, Ok(push)) => {
+                    assert_eq!(push.digest, None, "{event:?}");
+                    check_image_ref(&push.reference);
+                }
+                // `into_update` looks for the digest before it reads the reference.
+                (Ignored::NoDigest, Err(Ignored::BadReference(_))) => {}
+                (ignored, Err(pushed)) => assert_eq!(ignored, pushed, "{event:?}"),
+                (ignored, Ok(push)) => panic!("{event:?}: an update ignored ({ignored}) is a push {push:?}"),
+            }
             return;
         }
     };
+    let push = push.unwrap_or_else(|ignored| panic!("{event:?}: an update is not a push ({ignored})"));
+    assert_eq!(push.reference, update.reference, "{event:?}");
+    assert_eq!(push.digest.as_ref(), Some(&update.digest), "{event:?}");
     let context = || format!("{event:?} with default host {default_host:?} gave {update:?}");
     let reference = &update.reference;
     assert_eq!(event.action, Action::Push, "{}", context());

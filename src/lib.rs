@@ -1,17 +1,21 @@
 //! hoist keeps Docker hosts running the image that was just pushed.
 //!
 //! ```text
-//!  registry push ──► source::webhook ──► ImageEvent ──► job::runner ──► deploy::container
-//!  (Distribution,     (auth, parse,        (bounded      (per-tag order,   (pull, park old,
-//!   Harbor)            202/4xx)             queue)        matcher lookup)   create, verify,
-//!                                                              │            roll back)
-//!  docker events ──► inventory::watch ──► inventory::index snapshot ─┘
-//!                                                              │ Notification
-//!                                                              ▼
-//!                                        job::journal (history API) · notify
+//! registry push ──► source::webhook ──► intake ──► ImageEvent ──► job::runner ──► deploy::container
+//! (Distribution,    (auth, parse)       (resolve   (bounded       (per-tag order, (pull, park old,
+//! Harbor, GitHub,                       digest,    queue)         matcher lookup) create, verify,
+//! Gitea, Docker                         journal,                    │             roll back)
+//! Hub, Quay, ACR,                       202/4xx)                    │
+//! CI call)                                                          │
+//! docker events ──► inventory::watch ──► inventory::index snapshot ─┘
+//!                                                                   │ Notification
+//!                                                                   ▼
+//!                                     job::journal (history API) · notify
 //! ```
 //!
-//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + one route).
+//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes).
+//! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
+//! - [`registry`] asks registries for a tag's digest, with the docker config's credentials.
 //! - [`inventory`] knows which containers opted in, kept current from the engine's events.
 //! - [`matcher`] looks up the targets of an event.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
@@ -30,10 +34,12 @@ pub mod telemetry;
 
 pub mod deploy;
 pub mod event;
+pub mod intake;
 pub mod inventory;
 pub mod job;
 pub mod matcher;
 pub mod notify;
+pub mod registry;
 pub mod source;
 pub mod swarm;
 

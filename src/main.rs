@@ -20,12 +20,20 @@ Labels on containers (and on Swarm services: deploy labels):
   hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container (at most 24h)
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
                                   (HOIST_SERVICE_DEADLINE for a service; at most 24h)
+  hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
+                                  HOIST_POLL_INTERVAL; 1s to 168h); a new digest redeploys as a push would
   A label with a bad value is logged, and fails that target's next update (nothing is changed).
 
 Endpoints:
-  POST /v1/hooks/distribution     Docker Distribution (registry:2) notifications
-  POST /v1/hooks/harbor           Harbor webhooks (Default and CloudEvents formats)
-  POST /v1/hooks/forwarded        updates forwarded by peer hoists (X-Hoist-Forwarded: 1)
+  POST /v1/hooks/distribution       Distribution (registry:2) and GitLab registry notifications; bearer token
+  POST /v1/hooks/harbor             Harbor webhooks, Default and CloudEvents formats; bearer token
+  POST /v1/hooks/github             GitHub package events (ghcr.io); X-Hub-Signature-256
+  POST /v1/hooks/gitea              Gitea and Forgejo package events; X-Gitea-Signature/X-Forgejo-Signature
+  POST /v1/hooks/dockerhub/{token}  Docker Hub webhooks; the webhook token in the path
+  POST /v1/hooks/quay/{token}       Quay repo_push notifications; the webhook token in the path
+  POST /v1/hooks/acr                Azure Container Registry webhooks; bearer token (custom header)
+  POST /v1/update                   a CI job: {\"image\": \"<ref>\", \"digest\": \"<optional>\"}; bearer token
+  POST /v1/hooks/forwarded          updates forwarded by peer hoists (X-Hoist-Forwarded: 1)
   GET  /healthz  /metrics  /v1/targets  /v1/history  /v1/peers";
 
 /// hoist redeploys the containers that run an image tag as soon as a new

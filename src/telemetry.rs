@@ -20,6 +20,7 @@ pub const JOB_DURATION: &str = "hoist_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
 pub const QUEUE_FULL: &str = "hoist_queue_full_total";
 pub const FORWARDS: &str = "hoist_forwards_total";
+pub const POLLS: &str = "hoist_polls_total";
 
 /// Installs the log subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init_logging(format: LogFormat) {
@@ -100,6 +101,14 @@ pub fn step_reached(step: &str, received_at: DateTime<Utc>) {
 /// `retried` (an attempt failed, another follows) or `failed` (given up).
 pub fn forward(outcome: &'static str) {
     metrics::counter!(FORWARDS, "outcome" => outcome).increment(1);
+}
+
+/// One poll of a tag ended. `outcome`: `unchanged`, `changed` (queued as an
+/// update), `current` (new, but every target runs it already or a job for it
+/// is queued), `queue_failed`, or the registry error's kind (`unauthorized`,
+/// `not_found`, `rate_limited`, `unreachable`, `protocol`).
+pub fn poll(registry: &str, outcome: &'static str) {
+    metrics::counter!(POLLS, "registry" => registry.to_string(), "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ mod engine_faults;
 mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// Polling a registry that wants a login and sends no notifications.
+mod poll;
 /// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
 mod pull;
 /// The bounded job queue (503 when full, nothing lost) and per-tag state that does not grow.
@@ -26,8 +28,12 @@ mod queue;
 mod recovery;
 /// Every setting kept: the whole inspect before and after an update, field by field; exact names.
 mod recreate;
+/// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
+mod registry;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
+/// Every source end to end: a realistic payload redeploys the labelled container.
+mod sources;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
 mod swarm;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.

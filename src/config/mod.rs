@@ -169,6 +169,29 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
+/// The shortest poll interval: more often would be a load on the registry, not a poll.
+pub const POLL_MIN: Duration = Duration::from_secs(1);
+/// The longest poll interval (a week).
+pub const POLL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a poll interval (`HOIST_POLL_INTERVAL`, the `hoist.poll` label):
+/// `off` (also `false`, `0`, `none`) is `None`; else a duration from
+/// [`POLL_MIN`] to [`POLL_MAX`].
+pub fn parse_poll(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if matches!(
+        text.to_ascii_lowercase().as_str(),
+        "off" | "false" | "no" | "none" | "0"
+    ) {
+        return Ok(None);
+    }
+    match parse_duration(text) {
+        Some(d) if (POLL_MIN..=POLL_MAX).contains(&d) => Ok(Some(d)),
+        Some(_) => Err("expected off, or a poll interval from 1s to 168h".to_string()),
+        None => Err("expected off, or a duration such as 30s, 5m or 1h".to_string()),
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -204,6 +227,10 @@ pub struct Config {
     /// `HOIST_WEBHOOK_TOKEN`: the bearer token webhooks must carry; `None` only
     /// when `HOIST_INSECURE_NO_AUTH=true`.
     pub webhook_token: Option<Secret<String>>,
+    /// `HOIST_GITHUB_WEBHOOK_SECRET`: the secret GitHub signs its webhooks with.
+    pub github_webhook_secret: Option<Secret<String>>,
+    /// `HOIST_GITEA_WEBHOOK_SECRET`: the secret Gitea and Forgejo sign their webhooks with.
+    pub gitea_webhook_secret: Option<Secret<String>>,
     /// `HOIST_REGISTRY_ALIASES`: host names that are one registry.
     pub registry_aliases: Aliases,
     /// `DOCKER_HOST`: the engine to manage (`unix://...` or `tcp://...`); the local socket when unset.
@@ -238,9 +265,15 @@ pub struct Config {
     /// `HOIST_ENGINE_RETRY_FOR`: how long a job cut off by engine faults is
     /// run again (once the engine answers) before it is reported failed.
     pub engine_retry_for: Duration,
-    /// `HOIST_ENGINE_TIMEOUT`: the most time one engine call (or a quiet
-    /// stretch of a stream) may take; a stop gets `HOIST_STOP_TIMEOUT` more.
+    /// `HOIST_ENGINE_TIMEOUT`: the most time one engine call may take to be
+    /// answered; a stop gets its stop timeout more, a pull `HOIST_PULL_TIMEOUT`.
     pub engine_timeout: Duration,
+    /// `HOIST_DOCKER_CONFIG` (else `$DOCKER_CONFIG/config.json`, else
+    /// `$HOME/.docker/config.json`): the registry credentials for pulls,
+    /// digest look-ups and service updates (`registry::credentials`).
+    pub docker_config: Option<PathBuf>,
+    /// `HOIST_POLL_INTERVAL`: how often every target's tag is polled; `None` (the default) is off.
+    pub poll_interval: Option<Duration>,
 }
 
 /// Names of every variable, in one place for `--help` and the README.
@@ -248,6 +281,8 @@ pub mod keys {
     pub const LISTEN: &str = "HOIST_LISTEN";
     pub const WEBHOOK_TOKEN: &str = "HOIST_WEBHOOK_TOKEN";
     pub const INSECURE_NO_AUTH: &str = "HOIST_INSECURE_NO_AUTH";
+    pub const GITHUB_WEBHOOK_SECRET: &str = "HOIST_GITHUB_WEBHOOK_SECRET";
+    pub const GITEA_WEBHOOK_SECRET: &str = "HOIST_GITEA_WEBHOOK_SECRET";
     pub const REGISTRY_ALIASES: &str = "HOIST_REGISTRY_ALIASES";
     pub const STATE_DIR: &str = "HOIST_STATE_DIR";
     pub const MAX_BODY_BYTES: &str = "HOIST_MAX_BODY_BYTES";
@@ -265,6 +300,8 @@ pub mod keys {
     pub const ENGINE_TIMEOUT: &str = "HOIST_ENGINE_TIMEOUT";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
+    pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
+    pub const POLL_INTERVAL: &str = "HOIST_POLL_INTERVAL";
 }
 
 impl Config {
@@ -284,6 +321,8 @@ impl Config {
                 ),
             );
         }
+        let github_webhook_secret = r.secret(keys::GITHUB_WEBHOOK_SECRET);
+        let gitea_webhook_secret = r.secret(keys::GITEA_WEBHOOK_SECRET);
         let registry_aliases = match r.string(keys::REGISTRY_ALIASES) {
             None => Aliases::default(),
             Some(text) => Aliases::parse(&text).unwrap_or_else(|e| {
@@ -330,12 +369,35 @@ impl Config {
         }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
+        let docker_config = r
+            .string(keys::DOCKER_CONFIG_FILE)
+            .map(PathBuf::from)
+            .or_else(|| {
+                r.string("DOCKER_CONFIG")
+                    .map(|dir| PathBuf::from(dir).join("config.json"))
+            })
+            .or_else(|| {
+                r.string("HOME")
+                    .map(|home| PathBuf::from(home).join(".docker/config.json"))
+            });
+        let poll_interval = match r.string(keys::POLL_INTERVAL) {
+            None => None,
+            Some(text) => match parse_poll(&text) {
+                Ok(interval) => interval,
+                Err(message) => {
+                    r.problem(keys::POLL_INTERVAL, Some(text), message);
+                    None
+                }
+            },
+        };
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
         Ok(Config {
             listen,
             webhook_token,
+            github_webhook_secret,
+            gitea_webhook_secret,
             registry_aliases,
             docker_host,
             state_dir,
@@ -354,6 +416,8 @@ impl Config {
             engine_retry_for,
             engine_timeout,
             remove_old_images,
+            docker_config,
+            poll_interval,
         })
     }
 }
@@ -392,6 +456,40 @@ mod tests {
             ]
         );
         assert!(err.to_string().contains("\"nowhere\""));
+    }
+
+    #[test]
+    fn poll_intervals_are_off_or_sane() {
+        assert_eq!(parse_poll("off"), Ok(None));
+        assert_eq!(parse_poll(" OFF "), Ok(None));
+        assert_eq!(parse_poll("0"), Ok(None));
+        assert_eq!(parse_poll("5m"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(parse_poll("1s"), Ok(Some(Duration::from_secs(1))));
+        for absurd in [
+            "100ms",
+            "169h",
+            "100000000000000000000",
+            "1e400",
+            "-5s",
+            "soon",
+            "",
+        ] {
+            assert!(parse_poll(absurd).is_err(), "{absurd}");
+        }
+        let config = Config::from_vars(&vars(&[(keys::INSECURE_NO_AUTH, "true")])).unwrap();
+        assert_eq!(config.poll_interval, None, "polling is off by default");
+        let config = Config::from_vars(&vars(&[
+            (keys::INSECURE_NO_AUTH, "true"),
+            (keys::POLL_INTERVAL, "2m"),
+        ]))
+        .unwrap();
+        assert_eq!(config.poll_interval, Some(Duration::from_secs(120)));
+        let err = Config::from_vars(&vars(&[
+            (keys::INSECURE_NO_AUTH, "true"),
+            (keys::POLL_INTERVAL, "10ms"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0[0].key, keys::POLL_INTERVAL);
     }
 
     #[test]

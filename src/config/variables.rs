@@ -27,12 +27,22 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_WEBHOOK_TOKEN",
         None,
-        "bearer token webhooks must send (Authorization: Bearer <token>); required",
+        "bearer token webhooks and POST /v1/update must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
     ),
     var(
         "HOIST_INSECURE_NO_AUTH",
         Some("false"),
         "true to accept webhooks without a token (not recommended)",
+    ),
+    var(
+        "HOIST_GITHUB_WEBHOOK_SECRET",
+        None,
+        "secret of the GitHub webhook (package events): POST /v1/hooks/github checks X-Hub-Signature-256 with it",
+    ),
+    var(
+        "HOIST_GITEA_WEBHOOK_SECRET",
+        None,
+        "secret of the Gitea or Forgejo webhook: POST /v1/hooks/gitea checks X-Gitea-Signature/X-Forgejo-Signature with it",
     ),
     var(
         "HOIST_REGISTRY_ALIASES",
@@ -124,7 +134,14 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_DOCKER_CONFIG",
         Some("$DOCKER_CONFIG/config.json, else $HOME/.docker/config.json"),
-        "docker config file with the registry credentials for pulls and service updates",
+        "docker config file with the registry credentials for pulls, digest look-ups and service updates \
+         (static auths, or credHelpers/credsStore through docker-credential-<name> on PATH); re-read when it changes",
+    ),
+    var(
+        "HOIST_POLL_INTERVAL",
+        Some("off"),
+        "how often every target's tag is asked for its digest (one HEAD per tag), e.g. 5m; a change redeploys \
+         as a push would. The label hoist.poll overrides it per target",
     ),
     var(
         "HOIST_SLACK_WEBHOOK_URL",
@@ -139,7 +156,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_SMTP_URL",
         None,
-        "smtp://user:pass@host:port?tls=starttls|implicit|none for email notifications",
+        "email notifications: smtp://user:pass@host:port?tls=starttls|implicit|none",
     ),
     var("HOIST_SMTP_CA_FILE", None, "PEM file of an extra CA to trust for SMTP"),
     var("HOIST_EMAIL_FROM", None, "sender address of email notifications"),

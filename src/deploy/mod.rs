@@ -11,7 +11,6 @@
 //! of the engine (or journal) that call for another try.
 
 pub mod container;
-pub mod credentials;
 pub mod engine;
 pub mod health;
 pub mod pull;

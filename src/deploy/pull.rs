@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use super::engine::{Engine, EngineError, ImageDetails};
 use crate::event::Digest;
+use crate::registry::credentials::RegistryAuth;
 
 impl Engine {
     /// Pulls `repository@digest` and points `repository:tag` at it locally, so
@@ -21,6 +22,7 @@ impl Engine {
         repository: &str,
         digest: &Digest,
         tag: &str,
+        auth: Option<&RegistryAuth>,
     ) -> Result<ImageDetails, EngineError> {
         let image = format!("{repository}@{digest}");
         let options = CreateImageOptions {
@@ -29,7 +31,10 @@ impl Engine {
             tag: Some(digest.to_string()),
             ..Default::default()
         };
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        // The engine logs in to the registry with `auth` (X-Registry-Auth).
+        let mut progress = self
+            .docker
+            .create_image(Some(options), None, auth.map(docker_credentials));
         // The pull is the stream: it must be drained to the end. The last
         // progress line says where a pull that ran out of time stood.
         let mut last_progress: Option<String> = None;
@@ -93,6 +98,17 @@ enum PullStopped {
     Engine(EngineError),
 }
 
+/// Registry credentials as the engine takes them (`X-Registry-Auth`), for pulls and service updates.
+pub(in crate::deploy) fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: auth.username.clone(),
+        password: auth.password.as_ref().map(|p| p.expose().clone()),
+        identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
+    }
+}
+
 /// bollard encodes `X-Registry-Auth` as standard base64, but the engine
 /// decodes it as URL-safe base64 and silently ignores a header it cannot read
 /// (moby#33434), which loses credentials whose JSON encodes to `+` or `/`.
@@ -117,8 +133,8 @@ mod tests {
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::deploy::credentials::RegistryAuth;
     use crate::deploy::engine::{Engine, ServiceDetails};
+    use crate::registry::credentials::RegistryAuth;
     use crate::secret::Secret;
 
     /// A stand-in engine on loopback: answers `/version` and service updates,

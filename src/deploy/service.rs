@@ -20,17 +20,16 @@
 //! nor rolls back by itself. The failed tasks' messages go into the report.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::credentials::{self, RegistryAuth};
 use super::engine::{Engine, EngineError, ServiceDetails, TaskDetails, UpdateState, UpdateStatus};
 use super::Outcome;
 use crate::event::{Digest, ImageRef};
+use crate::registry::credentials::{Credentials, RegistryAuth};
 
 /// How many times an update is sent again after "update out of sequence".
 pub const ATTEMPTS: u32 = 5;
@@ -78,9 +77,9 @@ pub struct ServiceSettings {
     pub deadline: Duration,
     /// How often the service and its tasks are read while the update runs.
     pub poll: Duration,
-    /// A docker CLI config file whose registry credentials go with the update
-    /// (`deploy::credentials`); `None` sends none.
-    pub docker_config: Option<PathBuf>,
+    /// The docker config file whose registry credentials go with the update
+    /// (`registry::credentials`); none found sends none.
+    pub credentials: Credentials,
 }
 
 impl Default for ServiceSettings {
@@ -88,7 +87,7 @@ impl Default for ServiceSettings {
         ServiceSettings {
             deadline: Duration::from_secs(600),
             poll: Duration::from_millis(500),
-            docker_config: None,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -129,7 +128,7 @@ pub async fn update<E: ServiceEngine>(
         let image = pinned_image(current.image(), digest);
         // Only when the spec would be the same does Swarm need a push to replace the tasks.
         let force = image == current.image();
-        let auth = registry_auth(&current, settings);
+        let auth = registry_auth(&current, settings).await;
         let issued_at = Utc::now();
         match engine
             .update_service_image(&current, &image, force, auth.as_ref())
@@ -157,10 +156,9 @@ pub async fn update<E: ServiceEngine>(
 }
 
 /// The credentials the configured docker config file holds for the service's registry.
-fn registry_auth(service: &ServiceDetails, settings: &ServiceSettings) -> Option<RegistryAuth> {
-    let path = settings.docker_config.as_deref()?;
+async fn registry_auth(service: &ServiceDetails, settings: &ServiceSettings) -> Option<RegistryAuth> {
     let registry = ImageRef::parse(service.image()).ok()?.registry().to_string();
-    match credentials::lookup(path, &registry) {
+    match settings.credentials.lookup(&registry).await {
         Ok(auth) => auth,
         Err(e) => {
             warn!(service = service.name(), error = %e, "Sending the update without registry credentials; Swarm keeps those stored with the service.");
@@ -542,7 +540,7 @@ mod tests {
         ServiceSettings {
             deadline: Duration::from_secs(5),
             poll: Duration::from_millis(1),
-            docker_config: None,
+            credentials: Credentials::default(),
         }
     }
 

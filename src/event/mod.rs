@@ -66,15 +66,65 @@ impl fmt::Display for Digest {
 pub enum SourceKind {
     Distribution,
     Harbor,
+    /// GitHub `package` events for GHCR.
+    Github,
+    /// Gitea and Forgejo package events.
+    Gitea,
+    DockerHub,
+    Quay,
+    /// Azure Container Registry webhooks.
+    Acr,
+    /// `POST /v1/update`, called by a CI job.
+    Ci,
     Poll,
 }
 
 impl SourceKind {
+    /// Every kind, for parsing names back.
+    pub const ALL: [SourceKind; 9] = [
+        SourceKind::Distribution,
+        SourceKind::Harbor,
+        SourceKind::Github,
+        SourceKind::Gitea,
+        SourceKind::DockerHub,
+        SourceKind::Quay,
+        SourceKind::Acr,
+        SourceKind::Ci,
+        SourceKind::Poll,
+    ];
+
+    /// The name in metrics (`source` label), the journal and the wire between peers.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Distribution => "distribution",
             SourceKind::Harbor => "harbor",
+            SourceKind::Github => "github",
+            SourceKind::Gitea => "gitea",
+            SourceKind::DockerHub => "dockerhub",
+            SourceKind::Quay => "quay",
+            SourceKind::Acr => "acr",
+            SourceKind::Ci => "ci",
             SourceKind::Poll => "poll",
+        }
+    }
+
+    /// The kind [`SourceKind::as_str`] names.
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        SourceKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// How a message says the push was heard ("GitHub webhook").
+    pub fn describe(self) -> &'static str {
+        match self {
+            SourceKind::Distribution => "registry notification",
+            SourceKind::Harbor => "Harbor webhook",
+            SourceKind::Github => "GitHub webhook",
+            SourceKind::Gitea => "Gitea webhook",
+            SourceKind::DockerHub => "Docker Hub webhook",
+            SourceKind::Quay => "Quay notification",
+            SourceKind::Acr => "ACR webhook",
+            SourceKind::Ci => "CI call",
+            SourceKind::Poll => "polling",
         }
     }
 }
@@ -99,4 +149,60 @@ pub struct ImageEvent {
     /// Who pushed, where the sender says so.
     pub actor: Option<String>,
     pub received_at: DateTime<Utc>,
+}
+
+/// A tag push as its source reported it, before its digest is known for sure.
+/// Docker Hub, Quay, Gitea and a CI call name no digest: intake asks the
+/// registry the matching targets pull from (`intake::resolve`) before the
+/// push becomes an [`ImageEvent`] and is journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagPush {
+    /// The tagged reference, normalised (no digest).
+    pub reference: ImageRef,
+    /// The digest the source named, if it named one.
+    pub digest: Option<Digest>,
+    pub source: SourceKind,
+    pub delivery_id: Option<String>,
+    pub actor: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl TagPush {
+    /// The update, now that the tag's digest is known.
+    pub fn with_digest(self, digest: Digest) -> ImageEvent {
+        ImageEvent {
+            reference: self.reference,
+            digest,
+            source: self.source,
+            delivery_id: self.delivery_id,
+            actor: self.actor,
+            received_at: self.received_at,
+        }
+    }
+}
+
+impl From<ImageEvent> for TagPush {
+    fn from(event: ImageEvent) -> Self {
+        TagPush {
+            reference: event.reference,
+            digest: Some(event.digest),
+            source: event.source,
+            delivery_id: event.delivery_id,
+            actor: event.actor,
+            received_at: event.received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceKind;
+
+    #[test]
+    fn every_source_name_reads_back() {
+        for kind in SourceKind::ALL {
+            assert_eq!(SourceKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SourceKind::from_name("gitlab"), None);
+    }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_poll};
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";
@@ -19,6 +19,9 @@ pub const MONITOR_ONLY: &str = "hoist.monitor-only";
 pub const HEALTH_GRACE: &str = "hoist.health.grace";
 /// The most time the new container gets to come up (overrides `HOIST_HEALTH_DEADLINE`).
 pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
+
+/// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
+pub const POLL: &str = "hoist.poll";
 
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
@@ -63,6 +66,9 @@ pub struct TargetOptions {
     /// Opted in by the seed tool's key form (`registry-docker-updater: true`
     /// with an empty value), which the user most likely meant as the map form.
     pub seed_label_form: bool,
+    /// `hoist.poll`: `None` when the label is absent (the global interval
+    /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
+    pub poll: Option<Option<Duration>>,
 }
 
 impl TargetOptions {
@@ -99,6 +105,14 @@ impl TargetOptions {
         };
         let health_grace = duration(HEALTH_GRACE);
         let health_deadline = duration(HEALTH_DEADLINE);
+        // A bad value turns polling off for this target: polling at an interval
+        // the label did not mean would be worse than not polling.
+        let poll = labels.get(POLL).map(|text| {
+            parse_poll(text).unwrap_or_else(|why| {
+                problems.push(format!("label {POLL}={text:?}: {why}; not polled"));
+                None
+            })
+        });
         (
             TargetOptions {
                 enabled: labelled || seed_label_form,
@@ -106,6 +120,7 @@ impl TargetOptions {
                 health_grace,
                 health_deadline,
                 seed_label_form: seed_label_form && !labelled,
+                poll,
             },
             problems,
         )
@@ -256,5 +271,29 @@ mod tests {
             (LEGACY_ENABLE, "true"),
         ]));
         assert!(options.enabled && !options.seed_label_form);
+    }
+
+    #[test]
+    fn poll_label_is_a_duration_or_off_and_absurd_values_are_errors() {
+        let poll = |value: &str| {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (POLL, value)]));
+            (options.poll, problems.len())
+        };
+        assert_eq!(poll("5m"), (Some(Some(Duration::from_secs(300))), 0));
+        assert_eq!(poll("off"), (Some(None), 0));
+        // Every absurd duration (25h and 86401s are sane poll intervals), and more.
+        let sane_polls = ["25h", "86401s"];
+        let more = ["0.001", "169h", "every day", ""];
+        for absurd in ABSURD
+            .iter()
+            .filter(|v| !sane_polls.contains(v))
+            .chain(more.iter())
+        {
+            assert_eq!(poll(absurd), (Some(None), 1), "{absurd:?}");
+        }
+        assert_eq!(
+            TargetOptions::from_labels(&labels(&[(ENABLE, "true")])).0.poll,
+            None
+        );
     }
 }

@@ -351,11 +351,7 @@ impl Journal {
                 else {
                     continue;
                 };
-                let source = match source.as_str() {
-                    "harbor" => SourceKind::Harbor,
-                    "poll" => SourceKind::Poll,
-                    _ => SourceKind::Distribution,
-                };
+                let source = SourceKind::from_name(&source).unwrap_or(SourceKind::Distribution);
                 let received_at = DateTime::parse_from_rfc3339(&received_at)
                     .map(|t| t.with_timezone(&Utc))
                     .unwrap_or_else(|_| Utc::now());

@@ -37,6 +37,7 @@ use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
+use crate::registry::Credentials;
 use crate::swarm::{self, ServicesMode};
 use crate::telemetry;
 
@@ -57,6 +58,8 @@ pub struct RunnerSettings {
     /// How long a job cut off by engine faults is run again before it is
     /// reported failed (`HOIST_ENGINE_RETRY_FOR`), counted from the first fault.
     pub engine_retry_for: Duration,
+    /// The registry credentials pulls log in with (the docker config file).
+    pub credentials: Credentials,
 }
 
 /// Waits between tries of a job cut off by a fault, and of a repair.
@@ -529,11 +532,33 @@ impl Runner {
                 continue;
             }
             let tag = target.image.tag().unwrap_or("latest");
+            let (registry, credentials) = (target.image.registry(), &self.settings.credentials);
+            let (auth, problem) = match credentials.lookup(registry).await {
+                Ok(auth) => (auth, None),
+                Err(e) => {
+                    warn!(registry, error = %e, "Pulling without registry credentials.");
+                    (None, Some(e))
+                }
+            };
             let result = self
                 .engine
-                .pull_digest(&repository, &event.digest, tag)
+                .pull_digest(&repository, &event.digest, tag, auth.as_ref())
                 .await
-                .map_err(|e| DeployError::from_engine("cannot pull the new image", &e));
+                .map_err(|e| {
+                    // The engine gone mid-pull is a fault to try again after;
+                    // the registry's refusal is a verdict, explained.
+                    let fault = DeployError::from_engine("cannot pull the new image", &e);
+                    if fault.is_transient() {
+                        return fault;
+                    }
+                    let message = e.to_string();
+                    let repository = target.image.repository();
+                    DeployError::Verdict(
+                        credentials
+                            .explain_refusal(&message, registry, repository, auth.as_ref(), problem.as_ref())
+                            .unwrap_or(message),
+                    )
+                });
             if let Err(e) = &result {
                 warn!(image = %event.reference, error = %e, "Pull failed; nothing was changed.");
             }

@@ -364,6 +364,7 @@ fn pushed(actor: Option<&str>, registry: &str, source: SourceKind) -> String {
         SourceKind::Harbor => format!("{by}to {registry} (Harbor webhook)"),
         // A poll has no pusher to name.
         SourceKind::Poll => format!("found by polling {registry}"),
+        other => format!("{by}to {registry} ({})", other.describe()),
     }
 }
 

@@ -3,11 +3,12 @@
 //! The fuzz targets in `tests/fuzz/` need cargo-fuzz; these run with
 //! `cargo test` and check the same properties ([`crate::fuzzing`]) on
 //! generated inputs: arbitrary bytes and arbitrary JSON never make a parser
-//! panic; JSON shaped like a Distribution or Harbor webhook, with field values
-//! drawn from awkward and realistic ones, gets through the parsers and
-//! `into_update` with every update naming what its event named; and valid
-//! references, aliases and pushes generated from the grammar are accepted as
-//! what they are.
+//! panic; JSON shaped like each source's payload (Distribution, Harbor,
+//! GitHub, Gitea, Docker Hub, Quay, ACR, the CI call), with field values drawn
+//! from awkward and realistic ones, gets through the parsers, `into_update`
+//! and `into_push` with every update naming what its event named; a
+//! signature verifies only with its secret and body; and valid references,
+//! aliases and pushes generated from the grammar are accepted as what they are.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{json, Map, Value};
 
-use super::{distribution, harbor};
+use super::{acr, ci, distribution, dockerhub, gitea, github, harbor, quay};
 use crate::event::{Aliases, ImageRef, SourceKind};
 use crate::fuzzing;
 
@@ -192,6 +193,111 @@ fn harbor_body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
 }
 
+/// JSON shaped like a GitHub `package` event.
+fn github_body() -> impl Strategy<Value = Vec<u8>> {
+    let tag = object(vec![("name", field_boxed()), ("digest", field_boxed())]);
+    let metadata = object(vec![("tag", tag)]);
+    let version = object(vec![
+        ("name", field_boxed()),
+        ("version", field_boxed()),
+        ("container_metadata", metadata),
+    ]);
+    let package = object(vec![
+        ("name", field_boxed()),
+        ("namespace", field_boxed()),
+        (
+            "package_type",
+            prop_oneof![Just(json!("CONTAINER")), Just(json!("docker")), field()].boxed(),
+        ),
+        ("owner", object(vec![("login", field_boxed())])),
+        ("package_version", version),
+    ]);
+    let body = object(vec![
+        ("action", prop_oneof![Just(json!("published")), field()].boxed()),
+        ("package", package.clone()),
+        ("registry_package", package),
+        ("sender", object(vec![("login", field_boxed())])),
+    ]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
+/// JSON shaped like a Gitea `package` event.
+fn gitea_body() -> impl Strategy<Value = Vec<u8>> {
+    let package = object(vec![
+        ("owner", object(vec![("login", field_boxed())])),
+        ("type", prop_oneof![Just(json!("container")), field()].boxed()),
+        ("name", field_boxed()),
+        ("version", field_boxed()),
+        ("html_url", field_boxed()),
+    ]);
+    let body = object(vec![
+        ("action", prop_oneof![Just(json!("created")), field()].boxed()),
+        ("package", package),
+        ("sender", object(vec![("login", field_boxed())])),
+    ]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
+/// JSON shaped like a Docker Hub webhook.
+fn dockerhub_body() -> impl Strategy<Value = Vec<u8>> {
+    let push_data = object(vec![
+        ("tag", field_boxed()),
+        ("pusher", field_boxed()),
+        ("pushed_at", any_json().boxed()),
+    ]);
+    let repository = object(vec![
+        ("repo_name", field_boxed()),
+        ("namespace", field_boxed()),
+        ("name", field_boxed()),
+    ]);
+    let body = object(vec![("push_data", push_data), ("repository", repository)]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
+/// JSON shaped like a Quay `repo_push` notification.
+fn quay_body() -> impl Strategy<Value = Vec<u8>> {
+    let tags = prop_oneof![
+        vec(field(), 0..4).prop_map(Value::Array),
+        btree_map(field_text(), field(), 0..3).prop_map(|map| Value::Object(map.into_iter().collect())),
+        any_json(),
+    ];
+    let body = object(vec![
+        ("repository", field_boxed()),
+        ("docker_url", field_boxed()),
+        ("updated_tags", tags.boxed()),
+    ]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
+/// JSON shaped like an ACR webhook event.
+fn acr_body() -> impl Strategy<Value = Vec<u8>> {
+    let target = object(vec![
+        ("mediaType", field_boxed()),
+        ("digest", field_boxed()),
+        ("repository", field_boxed()),
+        ("tag", field_boxed()),
+    ]);
+    let body = object(vec![
+        ("id", field_boxed()),
+        ("action", prop_oneof![Just(json!("push")), field()].boxed()),
+        ("target", target),
+        ("request", object(vec![("host", field_boxed())])),
+    ]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
+/// JSON shaped like a CI call.
+fn ci_body() -> impl Strategy<Value = Vec<u8>> {
+    let body = object(vec![
+        (
+            "image",
+            prop_oneof![reference_text().prop_map(Value::String), field()].boxed(),
+        ),
+        ("digest", field_boxed()),
+    ]);
+    prop_oneof![9 => body, 1 => any_json()].prop_map(|body| serde_json::to_vec(&body).unwrap())
+}
+
 /// Pieces that reference-like text is made of, valid and not.
 fn reference_text() -> impl Strategy<Value = String> {
     const PIECES: &[&str] = &[
@@ -328,17 +434,50 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(body in vec(any::<u8>(), 0..512)) {
-        fuzzing::distribution(&body);
-        fuzzing::harbor(&body);
+        every_body_parser(&body);
+        fuzzing::signature(&body);
         fuzzing::reference(&body);
         fuzzing::aliases(&body);
     }
 
     #[test]
     fn arbitrary_json_never_panics(value in any_json()) {
-        let body = serde_json::to_vec(&value).unwrap();
-        fuzzing::distribution(&body);
-        fuzzing::harbor(&body);
+        every_body_parser(&serde_json::to_vec(&value).unwrap());
+    }
+
+    #[test]
+    fn shaped_json_of_the_new_sources_never_panics_and_updates_name_their_events(
+        github in github_body(),
+        gitea in gitea_body(),
+        dockerhub in dockerhub_body(),
+        quay in quay_body(),
+        acr in acr_body(),
+        ci in ci_body(),
+    ) {
+        fuzzing::github(&github);
+        fuzzing::gitea(&gitea);
+        fuzzing::dockerhub(&dockerhub);
+        fuzzing::quay(&quay);
+        fuzzing::acr(&acr);
+        fuzzing::ci(&ci);
+    }
+
+    #[test]
+    fn signatures_verify_only_with_their_secret_and_body(
+        secret in "[ -~]{0,16}",
+        body in vec(any::<u8>(), 0..64),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let made = crate::source::signature::sign(&secret, &body);
+        let key = crate::secret::Secret::new(secret.clone());
+        prop_assert!(crate::source::signature::verify(&key, &body, &made));
+        let other = crate::secret::Secret::new(format!("{secret}x"));
+        prop_assert!(!crate::source::signature::verify(&other, &body, &made));
+        if !body.is_empty() {
+            let mut changed = body.clone();
+            changed[flip.index(body.len())] ^= 0x80;
+            prop_assert!(!crate::source::signature::verify(&key, &changed, &made));
+        }
     }
 
     #[test]
@@ -436,4 +575,65 @@ proptest! {
         }
         fuzzing::check_aliases_text(&text);
     }
+
+    #[test]
+    fn valid_pushes_of_the_new_sources_are_the_pushes_they_name(
+        host in host(),
+        // Gitea's host comes from a URL, which drops default ports and rewrites odd hosts.
+        web_host in "[a-z][a-z0-9]{0,8}(\\.[a-z]{2,5}){1,2}(:[1-9][0-9]{3})?",
+        owner in "[A-Za-z0-9]([A-Za-z0-9-]{0,6}[A-Za-z0-9])?",
+        path in vec(component(), 1..3).prop_map(|parts| parts.join("/")),
+        tag in tag(),
+    ) {
+        let digest = format!("sha256:{HEX}");
+        let canonical = fuzzing::canonical_host(&host);
+        let repository = format!("{owner}/{path}");
+        let lower = repository.to_ascii_lowercase();
+        let github_body = json!({
+            "action": "published",
+            "package": {"name": path, "package_type": "CONTAINER", "owner": {"login": owner},
+                        "package_version": {"name": digest, "container_metadata": {"tag": {"name": tag, "digest": digest}}}},
+        });
+        let gitea_body = json!({
+            "action": "created",
+            "package": {"owner": {"login": owner}, "type": "container", "name": path, "version": tag,
+                        "html_url": format!("https://{web_host}/{owner}/-/packages/container/app/{tag}")},
+        });
+        let dockerhub_body = json!({"push_data": {"tag": tag, "pushed_at": 1}, "repository": {"repo_name": lower}});
+        let quay_body = json!({"docker_url": format!("{host}/{lower}"), "updated_tags": [tag]});
+        let acr_body = json!({"id": "e1", "action": "push",
+            "target": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "repository": lower, "tag": tag},
+            "request": {"host": host}});
+        let ci_body = json!({"image": format!("{host}/{lower}:{tag}"), "digest": digest});
+        let hub_expected = ImageRef::parse(&format!("docker.io/{lower}:{tag}")).unwrap();
+        let cases = [
+            (github::parse(&serde_json::to_vec(&github_body).unwrap()), SourceKind::Github, format!("ghcr.io/{lower}:{tag}"), true),
+            (gitea::parse(&serde_json::to_vec(&gitea_body).unwrap()), SourceKind::Gitea, format!("{web_host}/{lower}:{tag}"), false),
+            (dockerhub::parse(&serde_json::to_vec(&dockerhub_body).unwrap()), SourceKind::DockerHub, hub_expected.to_string(), false),
+            (quay::parse(&serde_json::to_vec(&quay_body).unwrap()), SourceKind::Quay, format!("{canonical}/{lower}:{tag}"), false),
+            (acr::parse(&serde_json::to_vec(&acr_body).unwrap()), SourceKind::Acr, format!("{canonical}/{lower}:{tag}"), true),
+            (ci::parse(&serde_json::to_vec(&ci_body).unwrap()), SourceKind::Ci, format!("{canonical}/{lower}:{tag}"), true),
+        ];
+        for (events, source, expected, with_digest) in cases {
+            let events = events.unwrap_or_else(|e| panic!("{source}: {e}"));
+            prop_assert_eq!(events.len(), 1);
+            fuzzing::check_events(&events, source);
+            let push = events[0].clone().into_push(source, None)
+                .unwrap_or_else(|ignored| panic!("{source} push of {expected}: {ignored}"));
+            prop_assert_eq!(push.reference, ImageRef::parse(&expected).unwrap(), "{}", source);
+            prop_assert_eq!(push.digest.is_some(), with_digest, "{}", source);
+        }
+    }
+}
+
+/// Every parser of a request body, on the same bytes.
+fn every_body_parser(body: &[u8]) {
+    fuzzing::distribution(body);
+    fuzzing::harbor(body);
+    fuzzing::github(body);
+    fuzzing::gitea(body);
+    fuzzing::dockerhub(body);
+    fuzzing::quay(body);
+    fuzzing::acr(body);
+    fuzzing::ci(body);
 }

@@ -1,15 +1,26 @@
 //! Everything that produces [`ImageEvent`]s.
 //!
-//! Each wire format has a pure parser (`distribution`, `harbor`) that turns a
-//! request body into [`RegistryEvent`]s, which keep every event the sender
-//! described, updates or not. [`RegistryEvent::into_update`] then decides,
-//! with one rule for every source, whether an event is an update: a manifest
-//! pushed under a tag. `webhook` is the HTTP route that calls the parsers.
+//! Each wire format has a pure parser (`distribution`, `harbor`, `github`,
+//! `gitea`, `dockerhub`, `quay`, `acr`, and `ci` for the CI call) that turns
+//! a request body into [`RegistryEvent`]s, which keep every event the sender
+//! described, updates or not. [`RegistryEvent::into_push`] then decides, with
+//! one rule for every source, whether an event is an update: a manifest
+//! pushed under a tag. `signature` checks the HMACs of signed sources, and
+//! `webhook` holds the HTTP routes, which call the parsers and hand the
+//! updates to the one intake path (`crate::intake`).
 
+pub mod acr;
+pub mod ci;
 pub mod distribution;
+pub mod dockerhub;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod gitea;
+pub mod github;
 pub mod harbor;
+pub mod poll;
+pub mod quay;
+pub mod signature;
 pub mod webhook;
 
 use std::fmt;
@@ -17,7 +28,7 @@ use std::fmt;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::event::{Digest, ImageEvent, ImageRef, SourceKind};
+use crate::event::{Digest, ImageEvent, ImageRef, SourceKind, TagPush};
 
 /// What the sender says happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -91,10 +102,32 @@ pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
 ];
 
 impl RegistryEvent {
-    /// The one rule for every source: a manifest pushed under a tag is an update.
-    /// `default_host` is used when the payload names no registry host; with
-    /// neither, the repository is on Docker Hub.
+    /// The one rule for every source: a manifest pushed under a tag is an
+    /// update. Its digest may be missing (Docker Hub, Quay, Gitea and the CI
+    /// call send none); intake resolves it. `default_host` is used when the
+    /// payload names no registry host; with neither, the repository is on
+    /// Docker Hub.
+    pub fn into_push(self, source: SourceKind, default_host: Option<&str>) -> Result<TagPush, Ignored> {
+        self.judge(source, default_host, false)
+    }
+
+    /// [`RegistryEvent::into_push`] for the sources that always send the
+    /// digest (Distribution, Harbor, GitHub, ACR): a push without one is
+    /// ignored, as a malformed event of a registry that knows better.
     pub fn into_update(self, source: SourceKind, default_host: Option<&str>) -> Result<ImageEvent, Ignored> {
+        let push = self.judge(source, default_host, true)?;
+        match push.digest.clone() {
+            Some(digest) => Ok(push.with_digest(digest)),
+            None => Err(Ignored::NoDigest),
+        }
+    }
+
+    fn judge(
+        self,
+        source: SourceKind,
+        default_host: Option<&str>,
+        digest_required: bool,
+    ) -> Result<TagPush, Ignored> {
         if self.action != Action::Push {
             return Err(Ignored::NotAPush(self.action));
         }
@@ -107,21 +140,75 @@ impl RegistryEvent {
         if tag.starts_with("sha256-") {
             return Err(Ignored::SignatureTag);
         }
-        let digest = self.digest.ok_or(Ignored::NoDigest)?;
+        if digest_required && self.digest.is_none() {
+            return Err(Ignored::NoDigest);
+        }
         // Host, repository and tag are checked each as what it is (ImageRef::from_event):
         // parsing them joined would let one spill into another.
         let host = self.registry_host.as_deref().or(default_host);
         let reference = ImageRef::from_event(host, &self.repository, &tag)
             .map_err(|e| Ignored::BadReference(e.to_string()))?;
-        Ok(ImageEvent {
+        Ok(TagPush {
             reference,
-            digest,
+            digest: self.digest,
             source,
             delivery_id: self.event_id,
             actor: self.actor,
             received_at: Utc::now(),
         })
     }
+}
+
+/// The trimmed text, or `None` when absent or blank.
+pub(crate) fn non_empty(text: Option<String>) -> Option<String> {
+    let text = text?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == text.len() {
+        Some(text)
+    } else {
+        Some(trimmed.to_string())
+    }
+}
+
+/// `host[:port]` of an absolute URL, lower-case; `None` for a relative one.
+pub(crate) fn url_host(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str().filter(|host| !host.is_empty())?;
+    let host = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// A digest from a payload, lower-cased; an invalid one is dropped (and
+/// logged) rather than failing the body, which the sender would retry forever.
+pub(crate) fn lenient_digest(text: Option<String>, format: &'static str, repository: &str) -> Option<Digest> {
+    let text = non_empty(text)?;
+    match Digest::parse(&text.to_ascii_lowercase()) {
+        Ok(digest) => Some(digest),
+        Err(error) => {
+            tracing::warn!(format, %repository, %error, "Dropped an invalid digest from an event.");
+            None
+        }
+    }
+}
+
+/// The JSON of a body that may be form-encoded instead (`payload=<json>`), as
+/// GitHub and Gitea send it when their webhook's content type says so.
+pub(crate) fn json_or_form_payload(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let starts_like_form = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b != b'{' && *b != b'[');
+    if starts_like_form {
+        if let Some((_, payload)) = url::form_urlencoded::parse(body).find(|(key, _)| key == "payload") {
+            return std::borrow::Cow::Owned(payload.into_owned().into_bytes());
+        }
+    }
+    std::borrow::Cow::Borrowed(body)
 }
 
 /// A body that could not be understood at all (answered with 400).
@@ -161,6 +248,14 @@ pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{PAYLOADS}{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
+
+/// A change to a sample payload, for the parsers' tables of variants.
+#[cfg(test)]
+pub(crate) type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
+/// One row of a table of variants: its name, the change, what it must give.
+#[cfg(test)]
+pub(crate) type Variant = (&'static str, Edit, Result<&'static str, Ignored>);
 
 #[cfg(test)]
 mod tests {

@@ -1,277 +1,416 @@
-//! The webhook route: `POST /v1/hooks/{source}`.
+//! The HTTP routes of the sources: one per registry, and the CI call.
 //!
-//! Checks the bearer token (in constant time) before reading the body, reads
-//! at most the configured number of bytes, hands the body to the source's
-//! pure parser, and queues the updates. Answers: 202 when the request holds
-//! an update, 200 when it is understood but not an update, 400 malformed, 401
-//! unauthorised, 404 unknown source, 413 too large, 503 when the queue is
-//! full or hoist is shutting down (the registry will send again).
+//! | route | authentication | parser | digest |
+//! | --- | --- | --- | --- |
+//! | `POST /v1/hooks/distribution` | bearer token | [`distribution`] | sent |
+//! | `POST /v1/hooks/harbor` | bearer token | [`harbor`] | sent |
+//! | `POST /v1/hooks/acr` | bearer token (a custom header) | [`acr`] | sent |
+//! | `POST /v1/hooks/github` | `X-Hub-Signature-256`, `HOIST_GITHUB_WEBHOOK_SECRET` | [`github`] | sent |
+//! | `POST /v1/hooks/gitea` | `X-Gitea-Signature` / `X-Forgejo-Signature`, `HOIST_GITEA_WEBHOOK_SECRET` | [`gitea`] | resolved |
+//! | `POST /v1/hooks/dockerhub/{token}` | the token in the path | [`dockerhub`] | resolved |
+//! | `POST /v1/hooks/quay/{token}` | the token in the path | [`quay`] | resolved |
+//! | `POST /v1/update` | bearer token | [`ci`] | optional, else resolved |
+//!
+//! Each route authenticates first (a bearer or path token before reading the
+//! body; a signature on the raw body before parsing it), in constant time,
+//! then hands the body to its source's pure parser, judges each event
+//! ([`RegistryEvent::into_update`], or [`RegistryEvent::into_push`] for the
+//! sources that send no digest), and ends in [`Intake::admit`], which answers
+//! for every route alike: 202 when the request holds an update, 200 when it
+//! is understood but holds none, 400 malformed, 401 unauthorised, 404 unknown
+//! source, 413 too large, 503 when the queue is full, the registry cannot
+//! say a pushed tag's digest for now, or hoist is shutting down (the sender
+//! sends again).
+//!
+//! A redelivery is recognised by the sender's delivery id (Distribution's
+//! and ACR's event `id`, the CloudEvent `id` of Harbor, `X-GitHub-Delivery`,
+//! `X-Gitea-Delivery`/`X-Forgejo-Delivery`, Docker Hub's push time) and runs
+//! once.
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::json;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use axum::Router;
 
-use super::{distribution, harbor, ParseError, RegistryEvent};
+use super::{
+    acr, ci, distribution, dockerhub, gitea, github, harbor, quay, signature, ParseError, RegistryEvent,
+};
+use crate::event::{SourceKind, TagPush};
+use crate::intake::auth::{bearer_matches, path_token_matches, peer_ip};
+use crate::intake::{IgnoredEntry, Intake, Refusal};
+use crate::secret::Secret;
 
 /// A source's pure parser.
 type Parser = fn(&[u8]) -> Result<Vec<RegistryEvent>, ParseError>;
-use crate::event::{Aliases, ImageEvent, SourceKind};
-use crate::inventory::IndexSnapshot;
-use crate::job::journal::Acceptance;
-use crate::job::{Job, JobQueue, Journal, QueueError};
-use crate::matcher::may_concern;
-use crate::secret::Secret;
-use crate::telemetry;
 
-/// What the route needs. Cheap to clone.
+/// The longest delivery id kept (a header is the sender's to fill).
+const MAX_DELIVERY_ID: usize = 200;
+
+/// What the routes need. Cheap to clone.
 #[derive(Clone)]
-pub struct IntakeState {
-    /// `None` only when unauthenticated webhooks were explicitly allowed.
+pub struct WebhookState {
+    /// `HOIST_WEBHOOK_TOKEN`; `None` only when unauthenticated webhooks were
+    /// explicitly allowed (then unsigned GitHub and Gitea hooks are accepted
+    /// too when their secret is unset).
     pub token: Option<Arc<Secret<String>>>,
-    /// The bounded queue to the runner. A full queue answers 503.
-    pub jobs: JobQueue,
-    /// Where a push is recorded before it is acknowledged.
-    pub journal: Journal,
-    /// The target index, to skip journaling pushes that no target runs.
-    pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
-    pub aliases: Aliases,
-    /// Peers are configured: every update is queued (and so forwarded), even
-    /// one that no local target runs.
-    pub forward_all: bool,
-    /// Cancelled when shutdown starts: from then on the route answers 503.
-    pub stopping: CancellationToken,
-    pub max_body_bytes: usize,
+    /// `HOIST_GITHUB_WEBHOOK_SECRET`.
+    pub github_secret: Option<Arc<Secret<String>>>,
+    /// `HOIST_GITEA_WEBHOOK_SECRET` (Gitea and Forgejo).
+    pub gitea_secret: Option<Arc<Secret<String>>>,
+    /// The one intake path every route ends in.
+    pub intake: Intake,
 }
 
-pub fn router(state: IntakeState) -> Router {
+pub fn router(state: WebhookState) -> Router {
     Router::new()
-        .route("/v1/hooks/{source}", post(receive))
+        .route("/v1/hooks/distribution", post(distribution_hook))
+        .route("/v1/hooks/harbor", post(harbor_hook))
+        .route("/v1/hooks/acr", post(acr_hook))
+        .route("/v1/hooks/github", post(github_hook))
+        .route("/v1/hooks/gitea", post(gitea_hook))
+        .route("/v1/hooks/dockerhub/{token}", post(dockerhub_hook))
+        .route("/v1/hooks/quay/{token}", post(quay_hook))
+        .route("/v1/hooks/{source}", post(unknown_hook))
+        .route("/v1/update", post(ci_update))
         .with_state(state)
 }
 
-/// The error answers, each with a JSON body `{"error": "..."}`.
-#[derive(Debug)]
-enum IntakeError {
-    Unauthorized,
-    UnknownSource(String),
-    TooLarge(usize),
-    Malformed(ParseError),
-    QueueFull,
-    Stopping,
-    Journal,
+/// Whether a source's pushes must carry their digest, or have it resolved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Digests {
+    /// The registry always sends it: a push without one is ignored.
+    Sent,
+    /// The registry sends none: intake asks the registry.
+    Resolved,
 }
 
-impl IntoResponse for IntakeError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            IntakeError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token".to_string(),
-            ),
-            IntakeError::UnknownSource(name) => (
-                StatusCode::NOT_FOUND,
-                format!("unknown source {name:?}; expected distribution or harbor"),
-            ),
-            IntakeError::TooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes"),
-            ),
-            IntakeError::Malformed(e) => (StatusCode::BAD_REQUEST, e.to_string()),
-            IntakeError::QueueFull => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue full; send again later".to_string(),
-            ),
-            IntakeError::Stopping => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting down; send again later".to_string(),
-            ),
-            IntakeError::Journal => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot record the event; send again later".to_string(),
-            ),
-        };
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
-        let headers = response.headers_mut();
-        match self {
-            IntakeError::Unauthorized => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-            }
-            IntakeError::QueueFull | IntakeError::Stopping | IntakeError::Journal => {
-                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-/// What a successful answer lists.
-#[derive(Serialize)]
-struct Receipt {
-    /// The updates understood (full references with digest), whether or not a target runs them.
-    accepted: Vec<String>,
-    /// How many of them were queued for a target (the rest run nowhere here).
-    queued: usize,
-    /// How many were deliveries seen before (a sender's retry), not queued again.
-    duplicates: usize,
-    /// Understood events that are not updates, and why.
-    ignored: Vec<IgnoredEntry>,
-}
-
-#[derive(Serialize)]
-struct IgnoredEntry {
-    repository: String,
-    reason: String,
-}
-
-async fn receive(
-    State(state): State<IntakeState>,
-    Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, IntakeError> {
-    let (kind, parse): (SourceKind, Parser) = match source.as_str() {
-        "distribution" => (SourceKind::Distribution, distribution::parse),
-        "harbor" => (SourceKind::Harbor, harbor::parse),
-        _ => return Err(IntakeError::UnknownSource(source)),
-    };
-    let source_name = kind.as_str();
-    if !authorized(&state, &headers) {
-        telemetry::event_received(source_name, "unauthorized");
-        warn!(
-            source = source_name,
-            "Webhook rejected: missing or wrong bearer token."
-        );
-        return Err(IntakeError::Unauthorized);
-    }
-    if state.stopping.is_cancelled() {
-        return Err(IntakeError::Stopping);
-    }
-    let body = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            telemetry::event_received(source_name, "too_large");
-            warn!(
-                source = source_name,
-                limit = state.max_body_bytes,
-                "Webhook rejected: body too large."
-            );
-            return Err(IntakeError::TooLarge(state.max_body_bytes));
-        }
-    };
-    let events = parse(&body).map_err(|e| {
-        telemetry::event_received(source_name, "malformed");
-        warn!(source = source_name, error = %e, "Webhook rejected: malformed body.");
-        IntakeError::Malformed(e)
-    })?;
-
-    let mut updates = Vec::new();
+/// The events of one request, judged: the pushes, and the rest with their reason.
+fn judge(
+    kind: SourceKind,
+    events: Vec<RegistryEvent>,
+    digests: Digests,
+) -> (Vec<TagPush>, Vec<IgnoredEntry>) {
+    let mut pushes = Vec::new();
     let mut ignored = Vec::new();
     for event in events {
         let repository = event.repository.clone();
-        match event.into_update(kind, None) {
-            Ok(update) => updates.push(update),
-            Err(reason) => {
-                debug!(source = source_name, %repository, %reason, "Event is not an update.");
-                ignored.push(IgnoredEntry {
-                    repository,
-                    reason: reason.to_string(),
-                });
-            }
+        let judged = match digests {
+            Digests::Sent => event.into_update(kind, None).map(TagPush::from),
+            Digests::Resolved => event.into_push(kind, None),
+        };
+        match judged {
+            Ok(push) => pushes.push(push),
+            Err(reason) => ignored.push(IgnoredEntry {
+                repository,
+                reason: reason.to_string(),
+            }),
         }
     }
-    let accepted: Vec<String> = updates
-        .iter()
-        .map(|u| u.reference.with_digest(u.digest.clone()).to_string())
-        .collect();
-    // Only pushes that some target runs become jobs; the rest are understood
-    // and acknowledged, with nothing to record (this keeps intake fast).
-    let snapshot = state.snapshot.borrow().clone();
-    let wanted: Vec<ImageEvent> = updates
-        .into_iter()
-        .filter(|u| state.forward_all || may_concern(u, &snapshot, &state.aliases))
-        .collect();
-    // Room for every job of the request, or none: the sender retries the whole request.
-    let permits = match state.jobs.try_reserve_many(wanted.len()) {
-        Ok(permits) => permits,
-        Err(QueueError::Full) => {
-            telemetry::event_received(source_name, "queue_full");
-            telemetry::queue_full();
-            warn!(source = source_name, "Webhook refused: queue full.");
-            return Err(IntakeError::QueueFull);
-        }
-        Err(QueueError::Closed) => return Err(IntakeError::Stopping),
-    };
-    let (mut queued, mut duplicates) = (0, 0);
-    for (permit, event) in permits.into_iter().zip(wanted) {
-        // Durable before acknowledged: a crash after this line loses nothing.
-        match state.journal.accept(&event).await {
-            Ok(Acceptance::New(id)) => {
-                info!(source = source_name, image = %event.reference, digest = %event.digest.short(), job = %id, "Push received.");
-                permit.send(Job {
-                    id,
-                    event,
-                    recovered: Vec::new(),
-                });
-                queued += 1;
-            }
-            Ok(Acceptance::Duplicate(id)) => {
-                info!(source = source_name, image = %event.reference, job = %id, "Redelivered push ignored.");
-                duplicates += 1;
-            }
-            Err(e) => {
-                warn!(source = source_name, error = %e, "Webhook refused: the journal cannot record it.");
-                return Err(IntakeError::Journal);
-            }
+    (pushes, ignored)
+}
+
+/// Parses an authenticated body and admits what it holds. `delivery` (a
+/// header's delivery id) becomes each event's id, `#<n>` added when there are several.
+async fn admit(
+    intake: &Intake,
+    kind: SourceKind,
+    parse: Parser,
+    digests: Digests,
+    body: &[u8],
+    delivery: Option<String>,
+) -> Result<Response, Refusal> {
+    let source = kind.as_str();
+    let mut events = parse(body).map_err(|e| intake.malformed(source, e.to_string()))?;
+    if let Some(delivery) = delivery {
+        let several = events.len() > 1;
+        for (index, event) in events.iter_mut().enumerate() {
+            event.event_id = Some(if several {
+                format!("{delivery}#{index}")
+            } else {
+                delivery.clone()
+            });
         }
     }
-    for _ in &accepted {
-        telemetry::event_received(source_name, "update");
+    let (pushes, ignored) = judge(kind, events, digests);
+    Ok(intake.admit(source, pushes, ignored).await?.into_response())
+}
+
+/// A request's delivery id from the first of `names` that carries a usable one.
+fn delivery_id(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| {
+        let value = headers.get(*name)?.to_str().ok()?.trim();
+        let usable = !value.is_empty()
+            && value.len() <= MAX_DELIVERY_ID
+            && value.bytes().all(|b| b.is_ascii_graphic());
+        usable.then(|| value.to_string())
+    })
+}
+
+/// A header's text, trimmed; `None` when absent, not text, or blank.
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let value = headers.get(name)?.to_str().ok()?.trim();
+    (!value.is_empty()).then_some(value)
+}
+
+/// A request of a bearer-token route, authenticated and read.
+async fn bearer_body(
+    state: &WebhookState,
+    kind: SourceKind,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    body: Body,
+) -> Result<Bytes, Refusal> {
+    if !bearer_matches(state.token.as_deref(), headers) {
+        return Err(state
+            .intake
+            .unauthorized(kind.as_str(), "bearer token", peer_ip(extensions)));
     }
-    for _ in &ignored {
-        telemetry::event_received(source_name, "ignored");
-    }
-    let status = if accepted.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((
-        status,
-        Json(Receipt {
-            accepted,
-            queued,
-            duplicates,
-            ignored,
-        }),
+    state.intake.read_body(kind.as_str(), body).await
+}
+
+async fn distribution_hook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::Distribution;
+    let body = bearer_body(&state, kind, &headers, &extensions, body).await?;
+    admit(
+        &state.intake,
+        kind,
+        distribution::parse,
+        Digests::Sent,
+        &body,
+        None,
     )
+    .await
+}
+
+async fn harbor_hook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::Harbor;
+    let body = bearer_body(&state, kind, &headers, &extensions, body).await?;
+    admit(&state.intake, kind, harbor::parse, Digests::Sent, &body, None).await
+}
+
+async fn acr_hook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::Acr;
+    let body = bearer_body(&state, kind, &headers, &extensions, body).await?;
+    admit(&state.intake, kind, acr::parse, Digests::Sent, &body, None).await
+}
+
+/// How a signed route finds and names its signature.
+struct Signed {
+    kind: SourceKind,
+    /// The headers that may carry it, the first present wins.
+    headers: &'static [&'static str],
+    /// What a rejection says is missing or wrong.
+    what: &'static str,
+    /// The same, when the secret to check it with is not configured.
+    unset: &'static str,
+}
+
+const GITHUB: Signed = Signed {
+    kind: SourceKind::Github,
+    headers: &["x-hub-signature-256"],
+    what: "X-Hub-Signature-256 signature",
+    unset: "X-Hub-Signature-256 signature (HOIST_GITHUB_WEBHOOK_SECRET is not set)",
+};
+
+const GITEA: Signed = Signed {
+    kind: SourceKind::Gitea,
+    headers: &["x-gitea-signature", "x-forgejo-signature"],
+    what: "X-Gitea-Signature or X-Forgejo-Signature",
+    unset: "X-Gitea-Signature or X-Forgejo-Signature (HOIST_GITEA_WEBHOOK_SECRET is not set)",
+};
+
+/// A signed route's body, read and checked against its signature. Without a
+/// secret configured, only an explicitly unauthenticated hoist
+/// (`HOIST_INSECURE_NO_AUTH`) accepts it.
+async fn signed_body(
+    state: &WebhookState,
+    signed: &Signed,
+    secret: Option<&Secret<String>>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    body: Body,
+) -> Result<Bytes, Refusal> {
+    let source = signed.kind.as_str();
+    let intake = &state.intake;
+    let Some(secret) = secret else {
+        if state.token.is_none() {
+            return intake.read_body(source, body).await;
+        }
+        return Err(intake.unauthorized(source, signed.unset, peer_ip(extensions)));
+    };
+    let Some(signature) = signed
+        .headers
+        .iter()
+        .find_map(|name| header_text(headers, name))
+        .map(str::to_string)
+    else {
+        return Err(intake.unauthorized(source, signed.what, peer_ip(extensions)));
+    };
+    let body = intake.read_body(source, body).await?;
+    if !signature::verify(secret, &body, &signature) {
+        return Err(intake.unauthorized(source, signed.what, peer_ip(extensions)));
+    }
+    Ok(body)
+}
+
+async fn github_hook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = GITHUB.kind;
+    let secret = state.github_secret.as_deref();
+    let body = signed_body(&state, &GITHUB, secret, &headers, &extensions, body).await?;
+    // `ping` is sent when the webhook is created; other events are not pushes.
+    match header_text(&headers, "x-github-event") {
+        None | Some("package" | "registry_package") => {}
+        Some(event) => return not_a_push(&state.intake, kind, format!("GitHub {event} event")).await,
+    }
+    let delivery = delivery_id(&headers, &["x-github-delivery"]);
+    admit(&state.intake, kind, github::parse, Digests::Sent, &body, delivery).await
+}
+
+async fn gitea_hook(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = GITEA.kind;
+    let secret = state.gitea_secret.as_deref();
+    let body = signed_body(&state, &GITEA, secret, &headers, &extensions, body).await?;
+    let event = header_text(&headers, "x-gitea-event").or_else(|| header_text(&headers, "x-forgejo-event"));
+    match event {
+        None | Some("package") => {}
+        Some(event) => return not_a_push(&state.intake, kind, format!("Gitea {event} event")).await,
+    }
+    let delivery = delivery_id(&headers, &["x-gitea-delivery", "x-forgejo-delivery"]);
+    admit(
+        &state.intake,
+        kind,
+        gitea::parse,
+        Digests::Resolved,
+        &body,
+        delivery,
+    )
+    .await
+}
+
+/// A path-token route's body: Docker Hub and Quay cannot send headers.
+async fn path_token_body(
+    state: &WebhookState,
+    kind: SourceKind,
+    token: &str,
+    extensions: &Extensions,
+    body: Body,
+) -> Result<Bytes, Refusal> {
+    if !path_token_matches(state.token.as_deref(), token) {
+        return Err(state
+            .intake
+            .unauthorized(kind.as_str(), "token in the path", peer_ip(extensions)));
+    }
+    state.intake.read_body(kind.as_str(), body).await
+}
+
+async fn dockerhub_hook(
+    State(state): State<WebhookState>,
+    Path(token): Path<String>,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::DockerHub;
+    let body = path_token_body(&state, kind, &token, &extensions, body).await?;
+    admit(
+        &state.intake,
+        kind,
+        dockerhub::parse,
+        Digests::Resolved,
+        &body,
+        None,
+    )
+    .await
+}
+
+async fn quay_hook(
+    State(state): State<WebhookState>,
+    Path(token): Path<String>,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::Quay;
+    let body = path_token_body(&state, kind, &token, &extensions, body).await?;
+    admit(&state.intake, kind, quay::parse, Digests::Resolved, &body, None).await
+}
+
+/// `POST /v1/update`: `{"image", "digest"}`, or Watchtower's `?image=a,b`.
+async fn ci_update(
+    State(state): State<WebhookState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let kind = SourceKind::Ci;
+    let body = bearer_body(&state, kind, &headers, &extensions, body).await?;
+    let images = query.as_deref().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "image")
+            .map(|(_, value)| value.into_owned())
+    });
+    match images {
+        Some(images) if body.iter().all(u8::is_ascii_whitespace) => {
+            let events =
+                ci::parse_query(&images).map_err(|e| state.intake.malformed(kind.as_str(), e.to_string()))?;
+            let (pushes, ignored) = judge(kind, events, Digests::Resolved);
+            Ok(state
+                .intake
+                .admit(kind.as_str(), pushes, ignored)
+                .await?
+                .into_response())
+        }
+        _ => admit(&state.intake, kind, ci::parse, Digests::Resolved, &body, None).await,
+    }
+}
+
+/// An authenticated request that is understood and holds no push (a ping, another event kind).
+async fn not_a_push(intake: &Intake, kind: SourceKind, reason: String) -> Result<Response, Refusal> {
+    let ignored = vec![IgnoredEntry {
+        repository: String::new(),
+        reason,
+    }];
+    Ok(intake
+        .admit(kind.as_str(), Vec::new(), ignored)
+        .await?
         .into_response())
 }
 
-fn authorized(state: &IntakeState, headers: &HeaderMap) -> bool {
-    bearer_matches(state.token.as_deref(), headers)
-}
-
-/// Whether `headers` carry `Authorization: Bearer <token>` (always, without a token).
-pub(crate) fn bearer_matches(token: Option<&Secret<String>>, headers: &HeaderMap) -> bool {
-    let Some(token) = token else { return true };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    presented.is_some_and(|p| token.matches(p))
+async fn unknown_hook(Path(source): Path<String>) -> Refusal {
+    if source == "dockerhub" || source == "quay" {
+        return Refusal::NotFound(format!(
+            "{source} cannot send headers: put the webhook token in the path, /v1/hooks/{source}/<token>"
+        ));
+    }
+    Refusal::NotFound(format!(
+        "unknown source {source:?}; expected distribution, harbor, acr, github, gitea, dockerhub/<token> or quay/<token>"
+    ))
 }

@@ -23,7 +23,6 @@ pub mod discovery;
 pub mod forward;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -40,7 +39,6 @@ pub mod keys {
     pub const PEERS: &str = "HOIST_PEERS";
     pub const PEERS_DNS: &str = "HOIST_PEERS_DNS";
     pub const FORWARD_ATTEMPTS: &str = "HOIST_FORWARD_ATTEMPTS";
-    pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
 }
 
 /// Whether this hoist may update Swarm services.
@@ -102,10 +100,6 @@ pub struct SwarmConfig {
     pub peers: Peers,
     /// `HOIST_FORWARD_ATTEMPTS`: tries per peer and update before giving up.
     pub forward_attempts: u32,
-    /// `HOIST_DOCKER_CONFIG` (else `$DOCKER_CONFIG/config.json`, else
-    /// `$HOME/.docker/config.json`): the registry credentials sent with
-    /// service updates (`deploy::credentials`).
-    pub docker_config: Option<PathBuf>,
 }
 
 impl Default for SwarmConfig {
@@ -115,7 +109,6 @@ impl Default for SwarmConfig {
             service_deadline: Duration::from_secs(600),
             peers: Peers::default(),
             forward_attempts: 5,
-            docker_config: None,
         }
     }
 }
@@ -167,23 +160,11 @@ impl SwarmConfig {
             };
             Some((name, port))
         });
-        let docker_config = r
-            .string(keys::DOCKER_CONFIG_FILE)
-            .map(PathBuf::from)
-            .or_else(|| {
-                r.string("DOCKER_CONFIG")
-                    .map(|dir| PathBuf::from(dir).join("config.json"))
-            })
-            .or_else(|| {
-                r.string("HOME")
-                    .map(|home| PathBuf::from(home).join(".docker/config.json"))
-            });
         SwarmConfig {
             services,
             service_deadline,
             peers: Peers { urls, dns },
             forward_attempts,
-            docker_config,
         }
     }
 }

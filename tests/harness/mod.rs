@@ -110,13 +110,46 @@ impl Registry {
     }
 
     pub fn start_on(port: u16, notify_url: &str) -> Registry {
+        Registry::start_configured(port, Some(notify_url), None)
+    }
+
+    /// A registry that wants a login for everything (htpasswd, bcrypt, as
+    /// `htpasswd -B` writes it), notifying `notify_url` when there is one.
+    pub fn start_with_login(notify_url: Option<&str>, user: &str, password: &str) -> Registry {
+        Registry::start_configured(free_port(), notify_url, Some((user, password)))
+    }
+
+    fn start_configured(port: u16, notify_url: Option<&str>, login: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let notifications = notify_url.map_or(String::new(), |notify_url| format!(
+            "notifications:\n  endpoints:\n    - name: hoist\n      url: {notify_url}\n      headers:\n        Authorization: [Bearer {TOKEN}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignore:\n        mediatypes: [application/octet-stream]\n        actions: [pull, mount]\n"
+        ));
+        let auth = login.map_or(String::new(), |(user, password)| {
+            let htpasswd = dir.path().join("htpasswd");
+            let output = Command::new("htpasswd")
+                .args(["-B", "-b", "-c"])
+                .arg(&htpasswd)
+                .args([user, password])
+                .output()
+                .expect(
+                    "htpasswd must be installed (Debian package apache2-utils; scripts/setup.sh installs it)",
+                );
+            assert!(
+                output.status.success(),
+                "htpasswd failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            format!(
+                "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        });
         let config = format!(
             "version: 0.1\n\
              log:\n  level: warn\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
              http:\n  addr: 127.0.0.1:{port}\n\
-             notifications:\n  endpoints:\n    - name: hoist\n      url: {notify_url}\n      headers:\n        Authorization: [Bearer {TOKEN}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignore:\n        mediatypes: [application/octet-stream]\n        actions: [pull, mount]\n",
+             {auth}{notifications}",
             root = dir.path().join("data").display(),
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
@@ -179,6 +212,48 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A docker CLI config directory of the test's own (the machine's
+/// `~/.docker` is never touched), holding logins as `docker login` writes them.
+pub struct DockerConfig {
+    dir: tempfile::TempDir,
+}
+
+impl DockerConfig {
+    pub fn new() -> DockerConfig {
+        DockerConfig {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `<dir>/config.json`, for `HOIST_DOCKER_CONFIG`.
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    /// Writes `config.json` with one static login, as `docker login` does:
+    /// `"auth"` is the base64 of `user:password`, and the file is replaced
+    /// (written aside, then renamed), not rewritten in place.
+    pub fn login(&self, registry: &str, user: &str, password: &str) {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let text = serde_json::json!({ "auths": { registry: { "auth": auth } } });
+        let temp = self.dir.path().join("config.json.tmp");
+        std::fs::write(&temp, serde_json::to_string_pretty(&text).unwrap()).unwrap();
+        std::fs::rename(&temp, self.file()).unwrap();
+    }
+
+    /// `docker --config <dir> push tag`: returns the pushed digest.
+    pub fn push(&self, tag: &str) -> String {
+        let dir = self.dir.path().display().to_string();
+        let out = docker(&["--config", &dir, "push", tag]);
+        out.lines()
+            .find_map(|l| l.split("digest: ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no digest in push output: {out}"))
+            .to_string()
     }
 }
 

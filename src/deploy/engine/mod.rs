@@ -181,6 +181,25 @@ impl Engine {
             .map(|_| ())
             .map_err(|e| EngineError::from_bollard("ping", e))
     }
+
+    /// The registries the engine pulls from over plain http: its
+    /// `InsecureRegistryCIDRs` and the `IndexConfigs` names marked not secure.
+    pub async fn insecure_registries(&self) -> Result<(Vec<String>, Vec<String>), EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| EngineError::from_bollard("info", e))?;
+        let config = info.registry_config.unwrap_or_default();
+        let names = config
+            .index_configs
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, index)| index.secure == Some(false))
+            .map(|(name, _)| name)
+            .collect();
+        Ok((config.insecure_registry_cidrs.unwrap_or_default(), names))
+    }
 }
 
 /// The repository part of a reference as the engine names it (`host/repo`),

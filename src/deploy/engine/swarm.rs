@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
 use super::{Engine, EngineError};
-use crate::deploy::credentials::RegistryAuth;
+use crate::deploy::pull::docker_credentials;
 use crate::inventory::labels;
+use crate::registry::credentials::RegistryAuth;
 
 /// This engine's place in a swarm.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -298,13 +299,7 @@ impl Engine {
             registry_auth_from: "spec".to_string(),
             rollback: None,
         };
-        let credentials = auth.map(|auth| bollard::auth::DockerCredentials {
-            username: auth.username.clone(),
-            password: auth.password.as_ref().map(|p| p.expose().clone()),
-            identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
-            serveraddress: Some(auth.server.clone()),
-            ..Default::default()
-        });
+        let credentials = auth.map(docker_credentials);
         self.docker
             .update_service(id, spec, options, credentials)
             .await

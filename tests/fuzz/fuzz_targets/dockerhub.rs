@@ -1,0 +1,5 @@
+//! `hoist::source::dockerhub::parse` on any bytes, then `into_update`/`into_push`
+//! on every event (see `hoist::fuzzing`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hoist::fuzzing::dockerhub(data));
