@@ -128,6 +128,21 @@ impl PrivateEngine {
             .append(true)
             .open(dir.join("dockerd.log"))
             .unwrap();
+        // Never outside the namespace: a dockerd with --bridge=none in the
+        // host's namespace deletes the host's docker0 (and breaks every other
+        // test). A dead holder (or a reused pid) would put it there.
+        if let Ok(Some(status)) = self.holder.try_wait() {
+            panic!("the namespace holder exited ({status}); not starting dockerd");
+        }
+        {
+            use std::os::unix::fs::MetadataExt;
+            let host = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino());
+            let private = std::fs::metadata(self.netns()).map(|m| m.ino());
+            assert!(
+                matches!((&host, &private), (Ok(a), Ok(b)) if a != b),
+                "refusing to start a private dockerd outside its own network namespace ({host:?} vs {private:?})"
+            );
+        }
         let child = self
             .inside("dockerd")
             .arg(format!("--host={}", self.host()))
