@@ -224,6 +224,7 @@ class Bench:
         self.processes = []  # Popen objects to stop at the end
         self.rows = []  # CSV rows
         self.notes = []  # free-text findings for the report
+        self.failures = []  # limits broken (the run exits 1 after writing its report)
         self.sections = {}  # name -> markdown
         self.hoist = None
         self.hoist_port = free_port()
@@ -969,40 +970,63 @@ class Bench:
 
     # ------------------------------------------------------------ 4. sizes
 
+    def package(self, binary, kind):
+        """Packages `binary` with scripts/package-image.sh, as a user would, and
+        returns the image's size and what went in (the script says so on stderr)."""
+        tag = f"{self.prefix}-hoist-{kind}:latest"
+        # With no binary the script builds its default (a release build: minutes).
+        result = subprocess.run(
+            ["bash", os.path.join(ROOT, "scripts", "package-image.sh"), binary, tag],
+            capture_output=True, text=True, timeout=3600,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"scripts/package-image.sh {binary} failed: {result.stderr.strip()[-2000:]}")
+        image = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", tag]))
+        m = re.search(r": (\S+) \((\d+) bytes, ([^)]*)\); image \d+ bytes", result.stderr)
+        if not m:
+            raise BenchError(f"scripts/package-image.sh did not say what it packaged: {result.stderr.strip()[-2000:]}")
+        binary = os.path.join(ROOT, m.group(1))
+        # Proof that the image runs: hoist prints its version in it.
+        version = run(["docker", "run", "--rm", "--label", f"hbench.run={self.prefix}", tag, "--version"], check=False)
+        if not version.startswith("hoist"):
+            raise BenchError(f"the packaged image {tag} does not run: {version!r}")
+        return {
+            "binary_path": os.path.relpath(binary, ROOT),
+            "binary": os.path.getsize(binary),
+            "linkage": m.group(3),
+            "image": image,
+        }
+
     def sizes(self):
-        out = {}
-        out["binary"] = os.path.getsize(self.args.hoist)
-        out["binary_path"] = os.path.relpath(self.args.hoist, ROOT)
-        musl = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "release", "hoist")
-        out["musl"] = None
-        out["image"] = None
-        if self.args.musl_binary and os.path.exists(self.args.musl_binary):
-            musl = self.args.musl_binary
-            out["musl"] = os.path.getsize(musl)
-            file_info = run(["file", "-b", musl], check=False)
-            out["musl_static"] = "static" in file_info
-            context = os.path.join(self.tmp, "hoist-image")
-            os.makedirs(context)
-            shutil.copy(musl, os.path.join(context, "hoist"))
-            tag = f"{self.prefix}-hoist-image:latest"
-            self.build(
-                tag,
-                "FROM scratch\n"
-                "COPY hoist /hoist\n"
-                f"LABEL hbench.run={self.prefix}\n"
-                'ENTRYPOINT ["/hoist"]\nCMD ["run"]\n',
-                context,
-            )
-            out["image"] = int(run(["docker", "image", "inspect", "-f", "{{.Size}}", tag]))
-            # Proof that it runs: the static binary prints its version in the image.
-            out["image_version"] = run(["docker", "run", "--rm", "--label", f"hbench.run={self.prefix}", tag, "--version"], check=False)
-        elif self.args.musl_note:
-            self.notes.append(self.args.musl_note)
+        """The release binaries and the images scripts/package-image.sh builds of
+        them: the static musl one (its default where the musl target is
+        installed) and the glibc one (its fall-back)."""
+        out = {"binary": os.path.getsize(self.args.hoist), "binary_path": os.path.relpath(self.args.hoist, ROOT)}
+        out["limit"] = self.args.max_image_bytes
+        out["images"] = []
+        if self.args.smoke:
+            # What CI holds to the limit: the image the script builds by default
+            # (one release build; static musl where the target is installed).
+            p = self.package("", "default")
+            out["images"].append(("static musl binary" if p["linkage"] == "static" else "glibc binary", p))
+        else:
+            if self.args.musl_binary and os.path.exists(self.args.musl_binary):
+                out["images"].append(("static musl binary", self.package(self.args.musl_binary, "musl")))
+            elif self.args.musl_note:
+                self.notes.append(self.args.musl_note)
+            out["images"].append(("glibc binary", self.package(self.args.hoist, "glibc")))
         self.size = out
-        self.record("footprint", "binary_size", out["binary_path"], out["binary"], "bytes")
-        if out["musl"]:
-            self.record("footprint", "binary_size", "musl static", out["musl"], "bytes")
-            self.record("footprint", "image_size", "FROM scratch + musl binary", out["image"], "bytes")
+        commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=False)
+        self.record("footprint", "binary_size", out["binary_path"], out["binary"], "bytes", notes=f"commit {commit}")
+        for what, p in out["images"]:
+            if p["binary_path"] != out["binary_path"]:
+                self.record("footprint", "binary_size", p["binary_path"], p["binary"], "bytes", notes=f"commit {commit}")
+            self.record("footprint", "image_size", f"scripts/package-image.sh, {what}", p["image"], "bytes", notes=f"commit {commit}")
+        # The image the script builds by default (the first: musl when there is one).
+        if out["images"] and out["limit"] and out["images"][0][1]["image"] >= out["limit"]:
+            self.failures.append(
+                f"the image scripts/package-image.sh builds ({out['images'][0][0]}) is {out['images'][0][1]['image']:,} bytes, at or over the limit of {out['limit']:,}"
+            )
 
     # ------------------------------------------------------------ 5. peer
 
@@ -1206,28 +1230,52 @@ class Bench:
             lines.append("")
         lines.append("## 4. Footprint")
         lines.append("")
-        lines.append("| Measure | hoist |")
-        lines.append("|---|---:|")
+        earlier = a.earlier  # (metric, subject) -> the previous run's row, if any
+
+        def row(label, value, metric=None, subject=None, fmt=None):
+            before = earlier.get((metric, subject)) if metric else None
+            cell = ""
+            if before and fmt:
+                cell = f"{fmt(before['value'])} ({before['date'][:10]}{', ' + before['notes'] if before['notes'] else ''})"
+            lines.append(f"| {label} | {value} | {cell} |")
+
+        size_mb = lambda b: f"{b / 1e6:.2f} MB"
+        lines.append("| Measure | hoist | earlier run (date, commit) |")
+        lines.append("|---|---:|---:|")
         if hasattr(self, "idle"):
             i = self.idle
-            lines.append(f"| Idle RSS, {i['indexed']} watched container(s) (2 s after ready) | {mib(i['idle'])} |")
-            lines.append(f"| Idle RSS, {i['targets_seen_empty']} watched container(s) (none of the bench's: other users' labelled containers on this engine) | {mib(i['idle_empty'])} |")
-            lines.append(f"| Start-up to ready (process start → `/healthz` 200), {i['indexed']} watched, median of {len(i['startups'])} | {i['startup'] * 1000:.0f} ms |")
-            lines.append(f"| Start-up to ready, {i['targets_seen_empty']} watched | {i['startup_empty'] * 1000:.0f} ms |")
-            lines.append(f"| RSS after the intake runs | {mib(self.intake_rss[1])} (peak {mib(self.intake_rss[2])}) |")
             self.record("footprint", "idle_rss", f"hoist:{i['indexed']} targets", i["idle"], "KiB")
             self.record("footprint", "idle_rss", f"hoist:{i['targets_seen_empty']} targets", i["idle_empty"], "KiB")
             self.record("footprint", "startup_to_ready", f"hoist:{i['indexed']} targets", i["startup"], "s", len(i["startups"]))
             self.record("footprint", "startup_to_ready", f"hoist:{i['targets_seen_empty']} targets", i["startup_empty"], "s")
+            ms = lambda v: f"{v * 1000:.0f} ms"
+            row(f"Idle RSS, {i['indexed']} watched container(s) (2 s after ready)", mib(i["idle"]), "idle_rss", f"hoist:{i['indexed']} targets", mib)
+            row(f"Idle RSS, {i['targets_seen_empty']} watched container(s) (none of the bench's: other users' labelled containers on this engine)", mib(i["idle_empty"]))
+            row(f"Start-up to ready (process start → `/healthz` 200), {i['indexed']} watched, median of {len(i['startups'])}", ms(i["startup"]), "startup_to_ready", f"hoist:{i['indexed']} targets", ms)
+            row(f"Start-up to ready, {i['targets_seen_empty']} watched", ms(i["startup_empty"]))
+            row("RSS after the intake runs", f"{mib(self.intake_rss[1])} (peak {mib(self.intake_rss[2])})")
         if hasattr(self, "fanout_peak"):
-            lines.append(f"| RSS peak during fan-out (largest: {max(a.fanout)} containers) | {mib(self.fanout_peak)} |")
+            row(f"RSS peak during fan-out (largest: {max(a.fanout)} containers)", mib(self.fanout_peak))
         if hasattr(self, "size"):
             s = self.size
-            lines.append(f"| Release binary (`{s['binary_path']}`, glibc, stripped) | {s['binary'] / 1e6:.2f} MB |")
-            if s["musl"]:
-                lines.append(f"| Static musl binary (`--target x86_64-unknown-linux-musl`) | {s['musl'] / 1e6:.2f} MB |")
-                lines.append(f"| Image `FROM scratch` + the musl binary (no Dockerfile in the repo yet) | {s['image'] / 1e6:.2f} MB |")
+            kind = "Release binary" if "/release/" in s["binary_path"] else "Debug binary (not for comparison)"
+            row(f"{kind} (`{s['binary_path']}`, glibc{', stripped' if '/release/' in s['binary_path'] else ''})", size_mb(s["binary"]), "binary_size", s["binary_path"], size_mb)
+            for what, p in s["images"]:
+                if p["binary_path"] != s["binary_path"]:
+                    row(f"Release binary (`{p['binary_path']}`, {p['linkage']})", size_mb(p["binary"]), "binary_size", p["binary_path"], size_mb)
+                subject = f"scripts/package-image.sh, {what}"
+                row(f"Image `scripts/package-image.sh` builds of the {what} ({p['linkage']}; with the CA bundle)", size_mb(p["image"]), "image_size", subject, size_mb)
         lines.append("")
+        if hasattr(self, "size") and self.size["images"]:
+            s = self.size
+            what, p = s["images"][0]
+            verdict = "under" if p["image"] < s["limit"] else "**at or over**"
+            lines.append(
+                f"`scripts/package-image.sh` packages the {what} by default{' (where the x86_64-unknown-linux-musl target and musl-gcc are installed; else the glibc one)' if 'musl' in what else ''}: "
+                f"{p['image']:,} bytes, {verdict} the limit of {s['limit']:,} bytes (`--max-image-bytes`; the run fails over it). Sizes are in decimal MB, as `docker images` shows them. "
+                "The earlier column is the previous run's `results.csv` in the same directory (a blank: not measured then, or measured differently)."
+            )
+            lines.append("")
         if hasattr(self, "peer_result"):
             pr = self.peer_result
             lines.append("## 5. Peer: ouroboros-cli (polling)")
@@ -1296,12 +1344,31 @@ class Bench:
         return md
 
 
+def read_earlier(path):
+    """The footprint rows of the previous run's results.csv, by (metric, subject)."""
+    earlier = {}
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return earlier
+    for r in rows:
+        try:
+            if r["section"] == "footprint":
+                r["value"] = float(r["value"])
+                earlier[(r["metric"], r["subject"])] = r
+        except (KeyError, TypeError, ValueError):
+            continue
+    return earlier
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--hoist", required=True, help="the hoist binary")
     p.add_argument("--musl-binary", help="a static musl build of hoist, for the image size")
     p.add_argument("--musl-note", default="", help="why there is no musl binary")
+    p.add_argument("--max-image-bytes", type=int, default=10_000_000, help="the run fails when the image scripts/package-image.sh builds is this size or more")
     p.add_argument("--ouroboros", help="the ouroboros executable (peer)")
     p.add_argument("--peer-note", default="")
     p.add_argument("--out", required=True)
@@ -1322,6 +1389,7 @@ def main():
     args.payloads = os.path.abspath(args.payloads)
     args.hoist_env = {}
     only = set(args.only.split(","))
+    args.earlier = read_earlier(os.path.join(args.out, "results.csv"))
 
     bench = Bench(args)
 
@@ -1353,7 +1421,9 @@ def main():
         bench.stop_hoist()
         md = bench.write(machine, time.time() - started)
         print(md)
-        return 0
+        for failure in bench.failures:
+            log(f"FAILED: {failure}")
+        return 1 if bench.failures else 0
     except (Exception, KeyboardInterrupt) as e:
         log(f"FAILED: {e!r}")
         if not isinstance(e, (BenchError, KeyboardInterrupt)):

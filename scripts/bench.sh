@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # hoist's benchmark suite (benches/bench.py does the measuring).
 #
-#   scripts/bench.sh            full run (about 15 minutes): builds the release
-#                               binary (and a static musl one for the image size),
-#                               installs the peer (ouroboros-cli, from PyPI) into
-#                               target/bench-venv, and writes benches/RESULTS.md
-#                               and benches/results.csv
+#   scripts/bench.sh            full run (about 20 minutes, plus the release
+#                               builds): builds the release binary (and a static
+#                               musl one), installs the peer (ouroboros-cli, from
+#                               PyPI) into target/bench-venv, and writes
+#                               benches/RESULTS.md and benches/results.csv. Fails
+#                               (after writing them) when the image
+#                               scripts/package-image.sh builds is 10 MB or more.
 #   scripts/bench.sh --smoke    one iteration each with small counts (about a
 #                               minute), on the debug binary, no peer; writes to
 #                               target/bench-smoke/. Proves the suite still works.
@@ -38,27 +40,30 @@ else
   args+=(--hoist target/release/hoist --out benches --command "scripts/bench.sh")
   only=${BENCH_ONLY:-latency,fanout,intake,sizes,peer}
 
-  # A static binary for the FROM scratch image size, when the musl target is
-  # (or can be) installed.
+  # The images scripts/package-image.sh builds (the `sizes` part packages both
+  # binaries with it): by default the static musl binary, when the musl target
+  # is (or can be) installed; the glibc one otherwise, which is measured too.
   musl_target=x86_64-unknown-linux-musl
-  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$musl_target"; then
-    rustup target add "$musl_target" >/dev/null 2>&1 || true
-  fi
-  if command -v rustup >/dev/null && rustup target list --installed | grep -qx "$musl_target"; then
-    # ring compiles C: it needs a musl C compiler (Debian's musl-tools).
-    if ! command -v musl-gcc >/dev/null; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1; } || true
-    fi
-    echo "bench: building the static musl binary"
-    if CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --quiet --target "$musl_target" 2>target/bench-musl-build.log; then
-      args+=(--musl-binary "target/$musl_target/release/hoist")
+  musl_installed() { command -v rustup >/dev/null && rustup target list --installed | grep -qx "$musl_target"; }
+  if [[ ",$only," == *,sizes,* ]]; then
+    musl_installed || rustup target add "$musl_target" >/dev/null 2>&1 || true
+    if musl_installed; then
+      # ring and SQLite compile C: they need a musl C compiler (Debian's musl-tools).
+      if ! command -v musl-gcc >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1 ||
+          { apt-get update -qq && apt-get install -y -qq --no-install-recommends musl-tools >/dev/null 2>&1; } || true
+      fi
+      echo "bench: building the static musl binary"
+      # The same build as scripts/package-image.sh's default.
+      if CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --quiet --bin hoist --target "$musl_target" 2>target/bench-musl-build.log; then
+        args+=(--musl-binary "target/$musl_target/release/hoist")
+      else
+        args+=(--musl-note "the musl build failed, so scripts/package-image.sh would package the glibc binary: $(tail -n 3 target/bench-musl-build.log | tr '\n' ' ')")
+      fi
     else
-      args+=(--musl-note "the musl build failed, so only the glibc binary size is reported: $(tail -n 3 target/bench-musl-build.log | tr '\n' ' ')")
+      args+=(--musl-note "the $musl_target target is not installed and could not be added, so scripts/package-image.sh packages the glibc binary")
     fi
-  else
-    args+=(--musl-note "the $musl_target target is not installed and could not be added, so only the glibc binary size is reported")
   fi
 
   # The peer, in its own virtualenv.
