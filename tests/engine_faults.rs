@@ -276,13 +276,12 @@ async fn engine_killed_during_the_pull() {
     let scratch = tempfile::tempdir().unwrap();
     let hold = scratch.path().join("hold");
     let proxy_host = "127.0.0.1:5001";
-    let proxy = engine.spawn_inside(
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", engine.netns()))
-            .args(["/usr/bin/python3", "-c", HOLDING_PROXY, "5001", "5000"])
-            .arg(&hold)
-            .stdout(std::process::Stdio::piped()),
-    );
+    let mut command = engine.inside("/usr/bin/python3");
+    command
+        .args(["-c", HOLDING_PROXY, "5001", "5000"])
+        .arg(&hold)
+        .stdout(std::process::Stdio::piped());
+    let proxy = engine.spawn_inside(&mut command);
     let (lines_tx, lines) = std::sync::mpsc::channel();
     let stdout = proxy.stdout.take().unwrap();
     std::thread::spawn(move || {

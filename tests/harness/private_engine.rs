@@ -41,6 +41,9 @@ use super::{unique, TOKEN};
 /// The registry's address inside the namespace.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 
+/// `sh -c` script: exec `$0 "$@"` only in a namespace whose one link is `lo`.
+const ONLY_IN_A_PRIVATE_NAMESPACE: &str = "[ \"$(ip -o link show | wc -l)\" = 1 ] || { echo 'not in the test network namespace: refusing to run' >&2; exit 97; }; exec \"$0\" \"$@\"";
+
 /// A dockerd in a network namespace of its own, with a registry beside it.
 pub struct PrivateEngine {
     dir: PathBuf,
@@ -82,9 +85,9 @@ impl PrivateEngine {
             cgroup_parent: unique("engine"),
         };
         engine.wait_for("the namespace's loopback", |engine| {
-            Command::new("nsenter")
-                .arg(format!("--net={}", engine.netns()))
-                .args(["ip", "-o", "addr", "show", "lo"])
+            engine
+                .inside("ip")
+                .args(["-o", "addr", "show", "lo"])
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("127.0.0.1"))
         });
@@ -103,10 +106,18 @@ impl PrivateEngine {
         format!("/proc/{}/ns/net", self.holder.id())
     }
 
-    /// A command run inside the namespace.
+    /// A command run inside the namespace. It runs only if the namespace it
+    /// joined has no interface but `lo`: a dockerd with `--bridge none` in the
+    /// machine's namespace (were the holder's pid ever reused) would delete
+    /// the machine's `docker0`, so this is checked where it runs, not before.
     pub fn inside(&self, program: &str) -> Command {
         let mut command = Command::new("nsenter");
-        command.arg(format!("--net={}", self.netns())).arg(program);
+        command.arg(format!("--net={}", self.netns())).args([
+            "sh",
+            "-c",
+            ONLY_IN_A_PRIVATE_NAMESPACE,
+            program,
+        ]);
         command
     }
 
@@ -250,7 +261,8 @@ impl PrivateEngine {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Runs `docker -H <this engine> ARGS`, panicking with its output when it fails.
+    /// Runs `docker -H <this engine> ARGS`, panicking with its output (and
+    /// the engine's and the registry's logs) when it fails.
     pub fn docker(&self, args: &[&str]) -> String {
         let output = Command::new("docker")
             .args(["-H", &self.host()])
@@ -260,10 +272,12 @@ impl PrivateEngine {
             .expect("the docker CLI must be installed");
         assert!(
             output.status.success(),
-            "docker {} failed: {}{}",
+            "docker {} failed: {}{}\ndockerd log:\n{}\nregistry log:\n{}",
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            self.log(),
+            std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default(),
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
@@ -329,6 +343,10 @@ impl PrivateEngine {
             pids.extend(procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()));
         }
         pids.remove(&std::process::id());
+        // The holder goes last: while it lives, its namespace stays this
+        // engine's (a namespace's inode number is reused once it is gone,
+        // and another test's namespace may then carry it).
+        pids.remove(&self.holder.id());
         pids
     }
 
@@ -381,7 +399,10 @@ impl Drop for PrivateEngine {
             .filter(|p| p.starts_with("/run/containerd/s/"))
             .map(str::to_string)
             .collect();
-        let namespace = std::fs::read_link(self.netns()).ok();
+        // Never the test's own namespace (the machine's), whatever the holder's pid names now.
+        let namespace = std::fs::read_link(self.netns())
+            .ok()
+            .filter(|ns| std::fs::read_link("/proc/self/ns/net").ok().as_ref() != Some(ns));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let pids = self.processes(namespace.as_ref());
@@ -402,7 +423,6 @@ impl Drop for PrivateEngine {
             {
                 let _ = child.try_wait();
             }
-            let _ = self.holder.try_wait();
             std::thread::sleep(Duration::from_millis(100));
         }
         for child in self
@@ -415,6 +435,7 @@ impl Drop for PrivateEngine {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Only now, with the holder, may the namespace go.
         for point in self.mounts() {
             let _ = Command::new("umount").args(["-l", &point]).status();
         }
