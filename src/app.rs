@@ -195,8 +195,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             update: UpdateSettings {
                 health: config.health.clone(),
                 stop_timeout: config.stop_timeout,
+                order: config.order,
+                drain: crate::deploy::container::DEFAULT_DRAIN,
+                slots: crate::deploy::slots::Slots::new(config.max_parallel),
             },
-            max_parallel: config.max_parallel,
             pause,
             remove_old_images: config.remove_old_images,
             service: ServiceSettings {

@@ -157,6 +157,11 @@ pub(crate) fn open_jobs(state: &Path) -> i64 {
 
 /// Kills hoist right after `step` of an update, restarts it, and checks the end state.
 async fn killed_after(step: &str) {
+    killed_after_in(step, "stop-first").await;
+}
+
+/// As [`killed_after`], with the container labelled `hoist.order=<order>`.
+async fn killed_after_in(step: &str, order: &str) {
     crate::harness::init_logs();
     let port = free_port();
     let registry = Registry::start(&format!("http://127.0.0.1:{port}/v1/hooks/distribution"));
@@ -176,6 +181,8 @@ async fn killed_after(step: &str) {
         &name,
         "--label",
         "hoist.enable=true",
+        "--label",
+        &format!("hoist.order={order}"),
         "--restart",
         "unless-stopped",
         "--network",
@@ -238,6 +245,10 @@ async fn killed_after(step: &str) {
         !docker_quiet(&["inspect", &format!("{name}-hoist-old")]),
         "no parked container left after {step}"
     );
+    assert!(
+        !docker_quiet(&["inspect", &format!("{name}-hoist-new")]),
+        "no new container left under the temporary name after {step} ({order})"
+    );
     let same_name = docker(&[
         "ps",
         "-a",
@@ -256,14 +267,21 @@ async fn killed_after_pull() {
     killed_after("pulled").await;
 }
 
+/// The new container exists under `<name>-hoist-new`; the old one still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_create() {
+    killed_after("created").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_rename() {
     killed_after("parked").await;
 }
 
+/// The new container took the name, not started yet; the old one is parked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_after_create() {
-    killed_after("created").await;
+async fn killed_after_the_new_one_took_the_name() {
+    killed_after("named").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,4 +292,24 @@ async fn killed_after_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_health_wait() {
     killed_after("verifying").await;
+}
+
+/// start-first: the new container runs beside the old one, not gated yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_first_killed_beside_the_old_one() {
+    killed_after_in("started", "start-first").await;
+}
+
+/// start-first: the new container passed its gate; the old one still has the
+/// name and its networks. The repair finishes forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_first_killed_after_the_gate() {
+    killed_after_in("verified", "start-first").await;
+}
+
+/// start-first: the old container is off its networks and renamed aside,
+/// still running (the drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_first_killed_while_draining() {
+    killed_after_in("detached", "start-first").await;
 }

@@ -34,6 +34,9 @@ mod registry;
 mod sidecar;
 /// Every source end to end: a realistic payload redeploys the labelled container.
 mod sources;
+/// Update orders: create before stop, start-first behind an alias (no failed
+/// request, fall-back with published ports), health gates that hold no slot.
+mod strategies;
 /// Swarm: pinned service updates, Swarm rollback, leader-only updates, fan-out.
 mod swarm;
 /// Intake over HTTP: fixtures, auth, malformed and oversized bodies.

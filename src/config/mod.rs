@@ -219,6 +219,46 @@ pub struct HealthConfig {
     pub deadline: Duration,
 }
 
+/// How a container is replaced (`hoist.order`, `HOIST_ORDER`), as Swarm's `update_config.order`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateOrder {
+    /// The old container stops before the new one starts (the new one is
+    /// created beforehand, so the outage is a stop and a start).
+    #[default]
+    StopFirst,
+    /// The new container starts beside the old one and passes its health
+    /// gate before the old one leaves its networks: no outage behind a
+    /// network alias or a proxy. Containers with published host ports fall back to stop-first.
+    StartFirst,
+}
+
+impl UpdateOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
+}
+
+impl FromStr for UpdateOrder {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<UpdateOrder, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "stop-first" => Ok(UpdateOrder::StopFirst),
+            "start-first" => Ok(UpdateOrder::StartFirst),
+            _ => Err("expected stop-first or start-first".into()),
+        }
+    }
+}
+
+impl fmt::Display for UpdateOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything hoist needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -241,8 +281,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `HOIST_QUEUE_CAPACITY`: events waiting for the matcher; past it webhooks get 503.
     pub queue_capacity: usize,
-    /// `HOIST_MAX_PARALLEL`: updates of different images that may run at once.
+    /// `HOIST_MAX_PARALLEL`: engine operations (pull, create, stop, start,
+    /// rename, remove) in flight at once; health gates are waited for without one.
     pub max_parallel: usize,
+    /// `HOIST_ORDER`: the update order of targets without `hoist.order`.
+    pub order: UpdateOrder,
     pub health: HealthConfig,
     /// `HOIST_STOP_TIMEOUT`: how long the old container gets to stop, unless it has its own stop timeout.
     pub stop_timeout: Duration,
@@ -302,6 +345,7 @@ pub mod keys {
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
     pub const POLL_INTERVAL: &str = "HOIST_POLL_INTERVAL";
+    pub const ORDER: &str = "HOIST_ORDER";
 }
 
 impl Config {
@@ -352,6 +396,7 @@ impl Config {
             deadline: r.duration(keys::HEALTH_DEADLINE, Duration::from_secs(60)),
         };
         let stop_timeout = r.duration(keys::STOP_TIMEOUT, Duration::from_secs(10));
+        let order = r.parsed(keys::ORDER, UpdateOrder::StopFirst);
         let pull_timeout = r.duration(keys::PULL_TIMEOUT, Duration::from_secs(600));
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
@@ -404,6 +449,7 @@ impl Config {
             max_body_bytes,
             queue_capacity,
             max_parallel,
+            order,
             health,
             stop_timeout,
             pull_timeout,

@@ -87,7 +87,12 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_MAX_PARALLEL",
         Some("4"),
-        "jobs (pushes of different image tags) that run at once",
+        "engine operations (pull, create, stop, start, rename, remove) in flight at once, over every job; a health gate is waited for without holding one",
+    ),
+    var(
+        "HOIST_ORDER",
+        Some("stop-first"),
+        "update order of containers without a hoist.order label: stop-first (the new container is created before the old one stops, so the outage is a stop and a start) or start-first (the new one starts and passes its health gate beside the old one; containers with published host ports fall back to stop-first)",
     ),
     var(
         "HOIST_QUEUE_CAPACITY",

@@ -1,19 +1,35 @@
 //! Recreating a standalone container on a new image, safely.
 //!
-//! The old container is never removed before the new one is proven:
-//! 1. pull (once per push, before any target is touched);
-//! 2. build the new container's body from the old one's inspect; a failure
-//!    here touches nothing;
-//! 3. park the old one: restart policy off, stop (with its own stop timeout
-//!    when it has one), rename to `<name>-hoist-old`;
-//! 4. create the new one under the name, start it, wait until it is up;
-//! 5. success: remove the parked one. Failure at 4: keep the new one's last
-//!    log lines, remove it, and give the old one its name, restart policy and
+//! The old container is never removed before the new one is proven. The
+//! update is a sequence of named steps, each journaled before it is taken
+//! ([`StepLog`]), so that [`recover`] can finish or roll back what a crash
+//! left half done. Two orders (`hoist.order`, `HOIST_ORDER`):
+//!
+//! stop-first (the default), with the create moved out of the outage:
+//! 1. [`Update::create_beside`]: create the new container under a temporary
+//!    name (`<name>-hoist-new`) while the old one still serves;
+//! 2. [`Update::park_old`]: restart policy off, stop (with its own stop
+//!    timeout when it has one), rename to `<name>-hoist-old`;
+//! 3. [`Update::take_name`]: rename the new one to the name;
+//! 4. [`Update::start_new`], then [`Update::gate`] (no slot is held while waiting);
+//! 5. success: [`Update::verified`], then [`Update::retire_old`]. Failure
+//!    at 3-4: [`Update::roll_back`] keeps the new one's last log lines,
+//!    removes it, and gives the old one its name, restart policy and
 //!    running state back.
 //!
+//! start-first (for containers reached through a network alias or a proxy,
+//! without published host ports; others fall back to stop-first, and the
+//! report says why):
+//! 1. create and start the new container beside the old one, under the
+//!    temporary name, on the same networks with the same aliases; gate it.
+//!    A failure removes it: the old one never stopped serving;
+//! 2. [`Update::verified`], then [`Update::detach_old`]: the old one leaves
+//!    its networks (the engine's DNS stops answering with it) and its name,
+//!    which the new one takes;
+//! 3. [`Update::retire_old`] after `hoist.drain`: stop and remove the old one.
+//!
 //! So at every step the user has the old or the new container, never neither.
-//! Each step is journaled before it is taken ([`StepLog`]); [`recover`] uses
-//! those records after a crash to finish or roll back what was half done.
+//! Engine operations take a slot of `HOIST_MAX_PARALLEL` ([`Slots`]); health gates do not.
 
 use std::time::Duration;
 
@@ -21,25 +37,39 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
+use super::recreate::CreateSpec;
+use super::slots::Slots;
 use super::{health, recreate, DeployError, Outcome, StepLog};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, UpdateOrder};
 use crate::event::Digest;
-use crate::inventory::{TargetOptions, PARKED_SUFFIX};
+use crate::inventory::{TargetOptions, NEW_SUFFIX, PARKED_SUFFIX};
 use crate::job::journal::StepRecord;
 
 /// How many log lines of a failed container go into the report.
 pub const LOG_TAIL_LINES: usize = 20;
 
+/// How long a start-first update leaves the old container off its networks,
+/// still running, for requests in flight (`hoist.drain`).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
+
 /// Step names, as journaled. The order is the order they are taken.
 pub mod steps {
-    pub const PARKING: &str = "parking";
-    pub const PARKED: &str = "parked";
+    /// The new container is being created under the temporary name; the
+    /// detail is the old container (as [`super::Parked`]), for the repair.
     pub const CREATING: &str = "creating";
     pub const CREATED: &str = "created";
+    pub const PARKING: &str = "parking";
+    pub const PARKED: &str = "parked";
+    /// The new container takes the name (stop-first).
+    pub const NAMING: &str = "naming";
+    pub const NAMED: &str = "named";
     pub const STARTING: &str = "starting";
     pub const STARTED: &str = "started";
     pub const VERIFYING: &str = "verifying";
     pub const VERIFIED: &str = "verified";
+    /// start-first: the old container leaves its networks and its name.
+    pub const DETACHING: &str = "detaching";
+    pub const DETACHED: &str = "detached";
     pub const ROLLING_BACK: &str = "rolling_back";
     pub const DONE: &str = "done";
 }
@@ -50,6 +80,12 @@ pub struct UpdateSettings {
     pub health: HealthConfig,
     /// How long the old container gets to stop, unless it has a stop timeout of its own.
     pub stop_timeout: Duration,
+    /// `hoist.order`, else `HOIST_ORDER`.
+    pub order: UpdateOrder,
+    /// `hoist.drain` (start-first only).
+    pub drain: Duration,
+    /// Engine operations in flight, shared by every update (`HOIST_MAX_PARALLEL`).
+    pub slots: Slots,
 }
 
 /// What one container update did.
@@ -69,6 +105,9 @@ pub struct ContainerUpdate {
     /// The old container had been parked: an interrupted update was (or is
     /// to be) rolled back, not merely not started.
     pub touched: bool,
+    /// For the report: why the update did not go as labelled (start-first
+    /// that fell back to stop-first).
+    pub note: Option<String>,
 }
 
 /// Updates the container called `name` to `new_image` (already pulled and tagged).
@@ -106,6 +145,7 @@ pub async fn update(
             needs_repair: false,
             interrupted: None,
             touched: false,
+            note: None,
         };
     }
     let old_image = match old_image {
@@ -140,103 +180,361 @@ pub async fn update(
             )
         }
     };
-    // As `docker stop` does: the container's own stop timeout, when it has one.
-    let stop_timeout = old.stop_timeout().unwrap_or(settings.stop_timeout);
-    let parked = Parked::of(&old);
-    if let Err(why) = log.before(name, steps::PARKING, Some(parked.to_json())).await {
-        return failed(old_digest, why);
-    }
-    if let Err(why) = parked.park(engine, stop_timeout).await {
-        // Cut off half-way, the old container may be stopped or renamed:
-        // the repair puts it back from the journal's record.
-        let transient = why.is_transient();
-        return ContainerUpdate {
-            needs_repair: transient,
-            touched: transient,
-            ..failed(old_digest, why)
-        };
-    }
-    log.after(steps::PARKED).await;
-
-    let result = async {
-        log.before(name, steps::CREATING, None)
-            .await
-            .map_err(|why| (None, why))?;
-        let new_id = engine.create(name, &spec).await.map_err(|e| {
-            (
-                None,
-                DeployError::from_engine("cannot create the new container", &e),
-            )
-        })?;
-        log.before(name, steps::CREATED, Some(new_id.clone()))
-            .await
-            .map_err(|why| (Some(new_id.clone()), why))?;
-        log.after(steps::CREATED).await;
-        if !parked.was_running {
-            // A stopped container is updated but left stopped, as it was.
-            return Ok(());
-        }
-        log.before(name, steps::STARTING, None)
-            .await
-            .map_err(|why| (Some(new_id.clone()), why))?;
-        engine.start(&new_id).await.map_err(|e| {
-            (
-                Some(new_id.clone()),
-                DeployError::from_engine("cannot start the new container", &e),
-            )
-        })?;
-        log.after(steps::STARTED).await;
-        log.before(name, steps::VERIFYING, None)
-            .await
-            .map_err(|why| (Some(new_id.clone()), why))?;
-        log.after(steps::VERIFYING).await;
-        health::wait_until_up(engine, &new_id, &settings.health)
-            .await
-            .map_err(|why| (Some(new_id.clone()), why))
-    }
-    .await;
-
-    let mut interrupted = None;
-    let (outcome, safe) = match result {
-        Ok(()) => {
-            // Once "verified" is journaled, recovery finishes forward.
-            if let Err(why) = log.before(name, steps::VERIFIED, None).await {
-                warn!(container = name, %why, "Updated, but the journal could not record it.");
-            }
-            log.after(steps::VERIFIED).await;
-            parked.remove(engine).await;
-            info!(container = name, "Container updated.");
-            (Outcome::Updated, true)
-        }
-        Err((new_id, why)) => {
-            let reason = why.to_string();
-            if let Err(unrecorded) = log.before(name, steps::ROLLING_BACK, Some(reason.clone())).await {
-                // Rolling back is the safe direction: do it even unrecorded.
-                warn!(container = name, why = %unrecorded, "Rolling back without a journal record.");
-            }
-            if why.is_transient() {
-                interrupted = Some(why);
-            }
-            parked.restore(engine, new_id.as_deref(), reason).await
-        }
+    let (order, note) = order_for(&old, settings.order);
+    let update = Update {
+        engine,
+        name,
+        log,
+        settings,
+        parked: Parked::of(&old),
+        // As `docker stop` does: the container's own stop timeout, when it has one.
+        stop_timeout: old.stop_timeout().unwrap_or(settings.stop_timeout),
     };
-    // An unsafe end stays open in the journal, so the repair can find it.
-    if safe {
-        if let Err(why) = log
-            .before(name, steps::DONE, Some(outcome.as_str().to_string()))
+    let mut done = match order {
+        UpdateOrder::StopFirst => update.stop_first(&spec, old_digest).await,
+        UpdateOrder::StartFirst => update.start_first(&spec, old_digest).await,
+    };
+    if done.outcome == Outcome::Updated {
+        done.old_image_id = Some(old.image_id().to_string());
+    }
+    done.note = note;
+    done
+}
+
+/// The order this container is updated in: start-first only where two
+/// containers can run side by side (and only for a running one, since a
+/// stopped one serves nothing); otherwise stop-first, saying why.
+fn order_for(old: &ContainerDetails, wanted: UpdateOrder) -> (UpdateOrder, Option<String>) {
+    if wanted == UpdateOrder::StopFirst || !old.running() {
+        return (UpdateOrder::StopFirst, None);
+    }
+    match recreate::start_first_obstacle(old) {
+        None => (UpdateOrder::StartFirst, None),
+        Some(why) => {
+            let note = format!("start-first is not possible: {why}; updated stop-first");
+            warn!(container = old.name(), %note, "Falling back to stop-first.");
+            (UpdateOrder::StopFirst, Some(note))
+        }
+    }
+}
+
+/// One container's update, step by step. Each step journals itself before
+/// it is taken and is a fault-injection point after.
+struct Update<'a> {
+    engine: &'a Engine,
+    name: &'a str,
+    log: &'a StepLog,
+    settings: &'a UpdateSettings,
+    parked: Parked,
+    stop_timeout: Duration,
+}
+
+impl Update<'_> {
+    /// Create beside, stop and park the old one, rename, start, gate.
+    async fn stop_first(&self, spec: &CreateSpec, old_digest: Option<Digest>) -> ContainerUpdate {
+        let new_id = match self.create_beside(spec).await {
+            Ok(id) => id,
+            Err(why) => return failed(old_digest, why),
+        };
+        if let Err(why) = self.park_old().await {
+            // The old one is where it was (or the repair puts it back from
+            // the journal); its successor goes.
+            if let Err(unrecorded) = self
+                .log
+                .before(self.name, steps::ROLLING_BACK, Some(why.to_string()))
+                .await
+            {
+                warn!(container = self.name, why = %unrecorded, "Rolling back without a journal record.");
+            }
+            self.discard_quietly(&new_id).await;
+            let transient = why.is_transient();
+            return ContainerUpdate {
+                needs_repair: transient,
+                touched: transient,
+                ..failed(old_digest, why)
+            };
+        }
+        let result = async {
+            self.take_name(&new_id).await?;
+            if !self.parked.was_running {
+                // A stopped container is updated but left stopped, as it was.
+                return Ok(());
+            }
+            self.start_new(&new_id).await?;
+            self.gate(&new_id).await
+        }
+        .await;
+        let mut interrupted = None;
+        let (outcome, safe) = match result {
+            Ok(()) => {
+                self.verified().await;
+                self.retire_old(false).await;
+                info!(container = self.name, "Container updated.");
+                (Outcome::Updated, true)
+            }
+            Err(why) => {
+                if why.is_transient() {
+                    interrupted = Some(why.clone());
+                }
+                self.roll_back(&new_id, why).await
+            }
+        };
+        self.finish(outcome, safe, old_digest, interrupted, true).await
+    }
+
+    /// Create and start beside, gate, then move the traffic and retire the old one.
+    async fn start_first(&self, spec: &CreateSpec, old_digest: Option<Digest>) -> ContainerUpdate {
+        let new_id = match self.create_beside(spec).await {
+            Ok(id) => id,
+            Err(why) => return failed(old_digest, why),
+        };
+        let result = async {
+            self.start_new(&new_id).await?;
+            self.gate(&new_id).await
+        }
+        .await;
+        if let Err(why) = result {
+            let interrupted = why.is_transient().then(|| why.clone());
+            let (outcome, safe) = self.discard(&new_id, why).await;
+            return self.finish(outcome, safe, old_digest, interrupted, false).await;
+        }
+        self.verified().await;
+        // Proven: from here on only forward (the repair finishes it too).
+        let mut safe = self.detach_old(&new_id).await;
+        tokio::time::sleep(self.settings.drain).await;
+        safe &= self.retire_old(true).await;
+        if safe {
+            info!(container = self.name, "Container updated (start-first).");
+        }
+        self.finish(Outcome::Updated, safe, old_digest, None, true).await
+    }
+
+    /// The temporary name the new container is created under.
+    fn temp_name(&self) -> String {
+        self.parked.temp_name()
+    }
+
+    /// Step: create the new container under the temporary name, the old one untouched.
+    async fn create_beside(&self, spec: &CreateSpec) -> Result<String, DeployError> {
+        self.log
+            .before(self.name, steps::CREATING, Some(self.parked.to_json()))
+            .await?;
+        let temp = self.temp_name();
+        let slots = &self.settings.slots;
+        // A leftover of an earlier interrupted update holds the temporary name.
+        if let Ok(Some(leftover)) = self.engine.container_id_by_name(&temp).await {
+            warn!(container = self.name, leftover = %leftover, "Removing a new container left by an earlier update.");
+            slots
+                .run(self.engine.remove(&leftover))
+                .await
+                .map_err(|e| DeployError::from_engine(&format!("cannot remove leftover {temp}"), &e))?;
+        }
+        let id = slots
+            .run(self.engine.create(&temp, spec))
+            .await
+            .map_err(|e| DeployError::from_engine("cannot create the new container", &e))?;
+        if let Err(why) = self.log.before(self.name, steps::CREATED, Some(id.clone())).await {
+            self.discard_quietly(&id).await;
+            return Err(why);
+        }
+        self.log.after(steps::CREATED).await;
+        Ok(id)
+    }
+
+    /// Step: the old container stops and is renamed aside (stop-first).
+    async fn park_old(&self) -> Result<(), DeployError> {
+        self.log
+            .before(self.name, steps::PARKING, Some(self.parked.to_json()))
+            .await?;
+        self.settings
+            .slots
+            .run(self.parked.park(self.engine, self.stop_timeout))
+            .await?;
+        self.log.after(steps::PARKED).await;
+        Ok(())
+    }
+
+    /// Step: the new container takes the name (stop-first).
+    async fn take_name(&self, new_id: &str) -> Result<(), DeployError> {
+        self.log.before(self.name, steps::NAMING, None).await?;
+        self.settings
+            .slots
+            .run(self.engine.rename(new_id, self.name))
+            .await
+            .map_err(|e| DeployError::from_engine("cannot give the new container its name", &e))?;
+        self.log.after(steps::NAMED).await;
+        Ok(())
+    }
+
+    /// Step: start the new container.
+    async fn start_new(&self, new_id: &str) -> Result<(), DeployError> {
+        self.log.before(self.name, steps::STARTING, None).await?;
+        self.settings
+            .slots
+            .run(self.engine.start(new_id))
+            .await
+            .map_err(|e| DeployError::from_engine("cannot start the new container", &e))?;
+        self.log.after(steps::STARTED).await;
+        Ok(())
+    }
+
+    /// Step: the health gate. Waiting is not an engine operation: no slot is held.
+    async fn gate(&self, new_id: &str) -> Result<(), DeployError> {
+        self.log.before(self.name, steps::VERIFYING, None).await?;
+        self.log.after(steps::VERIFYING).await;
+        health::wait_until_up(self.engine, new_id, &self.settings.health).await
+    }
+
+    /// Step: the new container is proven. Once this is journaled, the repair
+    /// finishes forward.
+    async fn verified(&self) {
+        if let Err(why) = self.log.before(self.name, steps::VERIFIED, None).await {
+            warn!(container = self.name, %why, "Updated, but the journal could not record it.");
+        }
+        self.log.after(steps::VERIFIED).await;
+    }
+
+    /// Step (start-first): the old container leaves its networks, so the
+    /// engine's DNS answers with the new one only, and its name, which the
+    /// new one takes. Returns whether it all went; if not the repair finishes it.
+    async fn detach_old(&self, new_id: &str) -> bool {
+        if let Err(why) = self.log.before(self.name, steps::DETACHING, None).await {
+            warn!(container = self.name, %why, "Moving traffic to the new container without a journal record.");
+        }
+        let (engine, slots, parked) = (self.engine, &self.settings.slots, &self.parked);
+        let mut ok = true;
+        let networks = match engine.inspect_container(&parked.id).await {
+            Ok(old) => old.network_aliases().into_keys().collect::<Vec<_>>(),
+            Err(e) => {
+                warn!(container = self.name, error = %e, "Cannot read the old container's networks.");
+                Vec::new()
+            }
+        };
+        for network in networks {
+            if let Err(e) = slots.run(engine.disconnect(&network, &parked.id)).await {
+                warn!(container = self.name, %network, error = %e, "Cannot take the old container off a network; it is stopped after the drain anyway.");
+            }
+        }
+        if let Err(e) = slots.run(engine.rename(&parked.id, &parked.parked_name())).await {
+            warn!(container = self.name, error = %e, "Cannot rename the old container aside.");
+            ok = false;
+        } else if let Err(e) = slots.run(engine.rename(new_id, self.name)).await {
+            warn!(container = self.name, error = %e, "Cannot give the new container its name.");
+            ok = false;
+        }
+        self.log.after(steps::DETACHED).await;
+        ok
+    }
+
+    /// Step: the old container goes. Under start-first it is stopped first,
+    /// with its stop timeout, so requests it still holds can end.
+    async fn retire_old(&self, graceful: bool) -> bool {
+        let (engine, slots, parked) = (self.engine, &self.settings.slots, &self.parked);
+        if graceful {
+            if let Err(e) = slots.run(engine.stop(&parked.id, self.stop_timeout)).await {
+                warn!(container = self.name, error = %e, "Cannot stop the old container; removing it.");
+            }
+        }
+        match slots.run(engine.remove(&parked.id)).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(container = self.name, error = %e, "Updated, but the old container could not be removed.");
+                // Under stop-first the old one is parked and harmless; under
+                // start-first it may still hold the name: the repair must finish.
+                if graceful {
+                    return false;
+                }
+            }
+        }
+        if graceful {
+            // The new container takes the name now if the detach could not give it.
+            match engine.container_id_by_name(self.name).await {
+                Ok(Some(_)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Rolls back (stop-first): journaled, then the old container restored.
+    async fn roll_back(&self, new_id: &str, why: DeployError) -> (Outcome, bool) {
+        let reason = why.to_string();
+        if let Err(unrecorded) = self
+            .log
+            .before(self.name, steps::ROLLING_BACK, Some(reason.clone()))
             .await
         {
-            warn!(container = name, %why, "Finished, but the journal could not record it.");
+            // Rolling back is the safe direction: do it even unrecorded.
+            warn!(container = self.name, why = %unrecorded, "Rolling back without a journal record.");
+        }
+        let _slot = self.settings.slots.take().await;
+        self.parked.restore(self.engine, Some(new_id), reason).await
+    }
+
+    /// The new container failed beside the old one (start-first): it goes,
+    /// and the old one, which never stopped serving, stays.
+    async fn discard(&self, new_id: &str, why: DeployError) -> (Outcome, bool) {
+        let reason = why.to_string();
+        if let Err(unrecorded) = self
+            .log
+            .before(self.name, steps::ROLLING_BACK, Some(reason.clone()))
+            .await
+        {
+            warn!(container = self.name, why = %unrecorded, "Rolling back without a journal record.");
+        }
+        let log_tail = self.engine.log_tail(new_id, LOG_TAIL_LINES).await;
+        match self.settings.slots.run(self.engine.remove(new_id)).await {
+            Ok(()) => {
+                warn!(container = self.name, %reason, "The new container failed; the old one kept serving.");
+                (Outcome::RolledBack { reason, log_tail }, true)
+            }
+            Err(e) => {
+                error!(container = self.name, error = %e, "Cannot remove the failed new container.");
+                (
+                    Outcome::Failed {
+                        reason: format!("{reason}; and the failed container could not be removed: {e}"),
+                    },
+                    false,
+                )
+            }
         }
     }
-    let old_image_id = Some(old.image_id().to_string());
-    ContainerUpdate {
-        outcome,
-        old_digest,
-        old_image_id,
-        needs_repair: !safe,
-        interrupted,
-        touched: true,
+
+    /// Removes a new container that never ran; a failure leaves it under the
+    /// temporary name, which the next update (or the repair) clears.
+    async fn discard_quietly(&self, new_id: &str) {
+        if let Err(e) = self.settings.slots.run(self.engine.remove(new_id)).await {
+            warn!(container = self.name, error = %e, "Cannot remove the new container; it is removed at the next try.");
+        }
+    }
+
+    /// Journals the end (unless unsafe: that stays open for the repair).
+    async fn finish(
+        &self,
+        outcome: Outcome,
+        safe: bool,
+        old_digest: Option<Digest>,
+        interrupted: Option<DeployError>,
+        touched: bool,
+    ) -> ContainerUpdate {
+        if safe {
+            if let Err(why) = self
+                .log
+                .before(self.name, steps::DONE, Some(outcome.as_str().to_string()))
+                .await
+            {
+                warn!(container = self.name, %why, "Finished, but the journal could not record it.");
+            }
+        }
+        ContainerUpdate {
+            outcome,
+            old_digest,
+            old_image_id: None,
+            needs_repair: !safe,
+            interrupted,
+            touched,
+            note: None,
+        }
     }
 }
 
@@ -251,6 +549,7 @@ fn failed(old_digest: Option<Digest>, why: DeployError) -> ContainerUpdate {
         needs_repair: false,
         interrupted: why.is_transient().then_some(why),
         touched: false,
+        note: None,
     }
 }
 
@@ -280,6 +579,11 @@ impl Parked {
 
     fn parked_name(&self) -> String {
         format!("{}{PARKED_SUFFIX}", self.name)
+    }
+
+    /// The name the new container is created under, beside this one.
+    fn temp_name(&self) -> String {
+        format!("{}{NEW_SUFFIX}", self.name)
     }
 
     /// Restart policy off, stopped, renamed aside. On failure it tries to
@@ -323,13 +627,6 @@ impl Parked {
         Ok(())
     }
 
-    /// The new container is up: the old one can go.
-    async fn remove(&self, engine: &Engine) {
-        if let Err(e) = engine.remove(&self.id).await {
-            warn!(container = %self.name, error = %e, "Updated, but the old container could not be removed.");
-        }
-    }
-
     /// The new container failed (or never came): remove it and bring the old one back.
     /// Returns the outcome and whether the target is safe (old container back).
     async fn restore(&self, engine: &Engine, new_id: Option<&str>, reason: String) -> (Outcome, bool) {
@@ -346,7 +643,12 @@ impl Parked {
                 );
             }
         }
-        if let Err(e) = engine.rename(&self.id, &self.name).await {
+        // Not parked yet (cut off before), it still has its name.
+        let renamed = match engine.inspect_container(&self.id).await {
+            Ok(old) if old.name() == self.name => Ok(()),
+            _ => engine.rename(&self.id, &self.name).await,
+        };
+        if let Err(e) = renamed {
             error!(container = %self.name, error = %e, "Cannot give the old container its name back.");
             return (
                 Outcome::Failed {
@@ -417,11 +719,12 @@ pub async fn recover(
         Some(done) => &mine[done + 1..],
         None => &mine[..],
     };
+    // Recorded at "creating" (before anything exists) and again at "parking";
+    // journals of earlier versions have it at "parking" only.
     let parked: Parked = last_attempt
         .iter()
-        .find(|r| r.step == steps::PARKING)
-        .and_then(|r| r.detail.as_deref())
-        .and_then(|d| serde_json::from_str(d).ok())?;
+        .filter(|r| r.step == steps::CREATING || r.step == steps::PARKING)
+        .find_map(|r| serde_json::from_str(r.detail.as_deref()?).ok())?;
     let verified = last_attempt.iter().any(|r| r.step == steps::VERIFIED);
     let (outcome, safe) = match repair(engine, &parked, verified, cause).await {
         Ok(outcome) => (outcome, true),
@@ -443,23 +746,55 @@ pub async fn recover(
 
 /// Finishes (when the new container had been verified) or rolls back.
 async fn repair(engine: &Engine, parked: &Parked, verified: bool, cause: &str) -> Result<Outcome, String> {
-    let under_name = engine
-        .container_id_by_name(&parked.name)
-        .await
-        .map_err(|e| e.to_string())?;
+    let by_name = |name: String| async move {
+        engine
+            .container_id_by_name(&name)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    // The new container, while it has not taken the name yet.
+    let temp = by_name(parked.temp_name()).await?.filter(|id| *id != parked.id);
     let old = match engine.inspect_container(&parked.id).await {
         Ok(old) => Some(old),
         Err(super::engine::EngineError::NotFound { .. }) => None,
         Err(e) => return Err(e.to_string()),
     };
     if verified {
-        // The new container had proven itself: finish by removing the old one.
+        // The new container had proven itself: finish by removing the old
+        // one, and give the new one the name if it does not have it yet.
         if old.is_some() {
             engine.remove(&parked.id).await.map_err(|e| e.to_string())?;
+        }
+        let new_id = match (by_name(parked.name.clone()).await?, temp) {
+            (Some(id), _) => Some(id),
+            (None, Some(id)) => {
+                engine
+                    .rename(&id, &parked.name)
+                    .await
+                    .map_err(|e| format!("cannot give the new container its name: {e}"))?;
+                Some(id)
+            }
+            (None, None) => None,
+        };
+        if let Some(id) = new_id.filter(|_| parked.was_running) {
+            if !engine.inspect_container(&id).await.is_ok_and(|c| c.running()) {
+                engine
+                    .start(&id)
+                    .await
+                    .map_err(|e| format!("cannot start the new container: {e}"))?;
+            }
         }
         info!(container = %parked.name, "Recovered an interrupted update: finished it.");
         return Ok(Outcome::Updated);
     }
+    // Not proven: a new container under the temporary name goes first.
+    if let Some(id) = temp {
+        engine
+            .remove(&id)
+            .await
+            .map_err(|e| format!("cannot remove the new container: {e}"))?;
+    }
+    let under_name = by_name(parked.name.clone()).await?;
     let Some(old) = old else {
         // Nothing left to roll back to; whatever runs under the name stays.
         error!(container = %parked.name, "Recovering an interrupted update, but the old container is gone.");

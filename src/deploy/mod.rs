@@ -16,6 +16,7 @@ pub mod health;
 pub mod pull;
 pub mod recreate;
 pub mod service;
+pub mod slots;
 
 use std::fmt;
 

@@ -323,6 +323,59 @@ pub fn spec(
     })
 }
 
+/// Why `old` cannot run beside its successor (start-first), or `None` when
+/// it can. Two containers cannot bind one host port, hold one fixed address
+/// or MAC address, or share the host's (or another container's) network;
+/// without a network of its own there is no alias to move traffic with.
+pub fn start_first_obstacle(old: &ContainerDetails) -> Option<String> {
+    let host_config = old.raw.host_config.as_ref()?;
+    let published: Vec<&String> = host_config
+        .port_bindings
+        .iter()
+        .flatten()
+        .filter(|(_, bindings)| bindings.as_ref().is_some_and(|b| !b.is_empty()))
+        .map(|(port, _)| port)
+        .collect();
+    if !published.is_empty() || host_config.publish_all_ports == Some(true) {
+        let mut ports: Vec<&str> = published.iter().map(|p| p.as_str()).collect();
+        ports.sort();
+        let ports = if ports.is_empty() {
+            "every exposed port".to_string()
+        } else {
+            ports.join(", ")
+        };
+        return Some(format!(
+            "it publishes host ports ({ports}), which two containers cannot hold at once"
+        ));
+    }
+    let network_mode = host_config.network_mode.as_deref().unwrap_or_default();
+    if network_mode == "host" || network_mode == "none" || network_mode.starts_with("container:") {
+        return Some(format!(
+            "its network mode is {network_mode}, so there is no network alias to move traffic with"
+        ));
+    }
+    let networks = old
+        .raw
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for (name, endpoint) in networks.into_iter().flatten() {
+        let fixed = endpoint.ipam_config.as_ref().is_some_and(|ipam| {
+            ipam.ipv4_address.as_deref().is_some_and(|a| !a.is_empty())
+                || ipam.ipv6_address.as_deref().is_some_and(|a| !a.is_empty())
+        });
+        if fixed {
+            return Some(format!(
+                "it has a fixed address on {name}, which two containers cannot share"
+            ));
+        }
+    }
+    if old.config_mac_address.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Some("it has a MAC address of its own, which two containers cannot share".into());
+    }
+    None
+}
+
 /// The endpoint as it was, less what the engine assigned: every field is
 /// kept unless [`RULES`] names it.
 fn endpoint_for_create(ep: &EndpointSettings, short_id: &str) -> EndpointSettings {
@@ -404,6 +457,25 @@ mod tests {
     fn captured_spec(name: &str) -> (Value, Value) {
         let spec = super::spec(&container(name), &image("image-v1.json"), &image("image-v2.json")).unwrap();
         (fixture(name), body_json(&spec))
+    }
+
+    #[test]
+    fn start_first_is_refused_with_the_reason_where_two_containers_cannot_run_side_by_side() {
+        let reason = |name: &str| start_first_obstacle(&container(name));
+        assert!(reason("full.json")
+            .unwrap()
+            .contains("publishes host ports (8080/tcp)"));
+        assert!(reason("user-network.json").unwrap().contains("fixed address"));
+        assert!(reason("network-container.json")
+            .unwrap()
+            .contains("network mode is container:"));
+        assert_eq!(reason("plain.json"), None);
+        let mut published_all = fixture("plain.json");
+        published_all["HostConfig"]["PublishAllPorts"] = json!(true);
+        let published_all = ContainerDetails::from_json(published_all).unwrap();
+        assert!(start_first_obstacle(&published_all)
+            .unwrap()
+            .contains("every exposed port"));
     }
 
     /// The JSON names of a model's fields, straight from its serde derive: a

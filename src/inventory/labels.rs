@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_poll};
+use crate::config::{parse_duration, parse_poll, UpdateOrder};
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";
@@ -22,6 +22,12 @@ pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
 
 /// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
 pub const POLL: &str = "hoist.poll";
+
+/// `stop-first|start-first`: how the container is replaced (overrides `HOIST_ORDER`).
+pub const ORDER: &str = "hoist.order";
+/// Under start-first: how long the old container stays off its networks,
+/// still running, for requests in flight before it is stopped (default 2s).
+pub const DRAIN: &str = "hoist.drain";
 
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
@@ -69,6 +75,10 @@ pub struct TargetOptions {
     /// `hoist.poll`: `None` when the label is absent (the global interval
     /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
     pub poll: Option<Option<Duration>>,
+    /// `hoist.order`: `None` when absent (`HOIST_ORDER` applies).
+    pub order: Option<UpdateOrder>,
+    /// `hoist.drain`: `None` when absent (2s).
+    pub drain: Option<Duration>,
 }
 
 impl TargetOptions {
@@ -105,6 +115,7 @@ impl TargetOptions {
         };
         let health_grace = duration(HEALTH_GRACE);
         let health_deadline = duration(HEALTH_DEADLINE);
+        let drain = duration(DRAIN);
         // A bad value turns polling off for this target: polling at an interval
         // the label did not mean would be worse than not polling.
         let poll = labels.get(POLL).map(|text| {
@@ -112,6 +123,11 @@ impl TargetOptions {
                 problems.push(format!("label {POLL}={text:?}: {why}; not polled"));
                 None
             })
+        });
+        let order = labels.get(ORDER).and_then(|text| {
+            text.parse::<UpdateOrder>()
+                .map_err(|why| problems.push(format!("label {ORDER}={text:?}: {why}")))
+                .ok()
         });
         (
             TargetOptions {
@@ -121,6 +137,8 @@ impl TargetOptions {
                 health_deadline,
                 seed_label_form: seed_label_form && !labelled,
                 poll,
+                order,
+                drain,
             },
             problems,
         )

@@ -53,3 +53,7 @@ pub struct Target {
 /// Suffix of the name an old container is parked under during an update.
 /// Parked containers are never targets themselves.
 pub const PARKED_SUFFIX: &str = "-hoist-old";
+
+/// Suffix of the name a new container is created (and, under start-first,
+/// started and gated) under before it takes the name. Never a target either.
+pub const NEW_SUFFIX: &str = "-hoist-new";

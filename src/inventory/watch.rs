@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE, LEGACY_ENABLE};
-use super::{IndexSnapshot, Target, TargetId, TargetIndex, TargetKind, PARKED_SUFFIX};
+use super::{IndexSnapshot, Target, TargetId, TargetIndex, TargetKind, NEW_SUFFIX, PARKED_SUFFIX};
 use crate::backoff::Backoff;
 use crate::deploy::engine::{ContainerDetails, Engine, EngineError, EngineEvent, ServiceEvent};
 use crate::event::ImageRef;
@@ -48,6 +48,9 @@ pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
     }
     if details.name().ends_with(PARKED_SUFFIX) {
         return Err("parked by an update in progress".into());
+    }
+    if details.name().ends_with(NEW_SUFFIX) {
+        return Err("created by an update in progress".into());
     }
     let image = ImageRef::parse(details.image_reference()).map_err(|e| e.to_string())?;
     Ok(Target {

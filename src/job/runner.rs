@@ -3,7 +3,9 @@
 //! Ordering rules live here: one job per tag key at a time (a per-key async
 //! mutex), a newer push of a key supersedes a waiting older one (a per-key
 //! sequence number), the same delivery twice is a no-op (a bounded set of
-//! recent delivery ids), and a semaphore caps how many jobs run at once.
+//! recent delivery ids). `HOIST_MAX_PARALLEL` slots ([`Slots`]) cap the
+//! engine operations in flight over every job, not the jobs: a job waiting
+//! on health gates holds none, and a push's targets are updated side by side.
 //!
 //! Faults that are no verdict on the push (the engine restarted, stalled or
 //! failed with a 5xx; the journal could not be written) do not end a job:
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -45,8 +47,6 @@ use crate::telemetry;
 #[derive(Clone, Debug)]
 pub struct RunnerSettings {
     pub update: UpdateSettings,
-    /// Jobs (pushes of different tags) that may run at once.
-    pub max_parallel: usize,
     /// Fault tests only: stop still after a step (`HOIST_FAULT_PAUSE_AFTER`).
     pub pause: Option<Arc<FaultPause>>,
     /// Remove an updated target's old image when nothing uses it (`HOIST_REMOVE_OLD_IMAGES`).
@@ -86,8 +86,6 @@ pub struct Runner {
     snapshot: watch::Receiver<Arc<IndexSnapshot>>,
     journal: Journal,
     on_finished: OnFinished,
-    /// Caps running jobs; held for a job's whole run.
-    permits: Arc<Semaphore>,
     /// Per tag key with jobs in flight: its lock and newest sequence number.
     /// The std mutex is held only to look up.
     keys: Arc<Mutex<KeyStates>>,
@@ -106,7 +104,6 @@ impl Runner {
         journal: Journal,
         on_finished: OnFinished,
     ) -> Runner {
-        let permits = Arc::new(Semaphore::new(settings.max_parallel));
         Runner {
             engine,
             aliases,
@@ -114,7 +111,6 @@ impl Runner {
             snapshot,
             journal,
             on_finished,
-            permits,
             keys: Arc::default(),
             sequence: Arc::default(),
             stopping: CancellationToken::new(),
@@ -199,10 +195,10 @@ impl Runner {
                 self.close(job.id, "superseded", None).await;
                 return;
             }
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                return;
-            };
-            // Running now: no longer waiting.
+            // A job starts when an engine operation could: until then it
+            // counts as waiting (the queue's back-pressure); the slot itself
+            // is taken again by each operation.
+            drop(self.settings.update.slots.take().await);
             drop(queued.take());
             let fault = match self.try_job(event, &log, attempt, &mut known).await {
                 Try::NoTarget => {
@@ -235,7 +231,6 @@ impl Runner {
                     }
                 }
             };
-            drop(permit);
             let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + self.settings.engine_retry_for);
             if matches!(fault, DeployError::EngineFailed(_)) {
                 server_errors += 1;
@@ -284,7 +279,11 @@ impl Runner {
                     }
                 }
                 if let Some(interruption) = interruptions.get(&report.name) {
-                    report.note = Some(interruption.note(&report.outcome, finished_at));
+                    let note = interruption.note(&report.outcome, finished_at);
+                    report.note = Some(match report.note.take() {
+                        Some(earlier) => format!("{earlier}; {note}"),
+                        None => note,
+                    });
                 }
                 report
             })
@@ -541,8 +540,13 @@ impl Runner {
                 }
             };
             let result = self
-                .engine
-                .pull_digest(&repository, &event.digest, tag, auth.as_ref())
+                .settings
+                .update
+                .slots
+                .run(
+                    self.engine
+                        .pull_digest(&repository, &event.digest, tag, auth.as_ref()),
+                )
                 .await
                 .map_err(|e| {
                     // The engine gone mid-pull is a fault to try again after;
@@ -584,13 +588,15 @@ impl Runner {
                         Some(Ok(image)) => {
                             let settings = self.settings_for(&target);
                             let done = container::update(&self.engine, &target.name, image, &repository, &settings, log).await;
-                            TargetResult {
+                            let mut result = TargetResult {
                                 needs_repair: done.needs_repair,
                                 old_image_id: done.old_image_id,
                                 interrupted: done.interrupted,
                                 touched: done.touched,
                                 ..report(&target, done.outcome, done.old_digest)
-                            }
+                            };
+                            result.report.note = done.note;
+                            result
                         }
                         Some(Err(e)) => TargetResult {
                             interrupted: e.is_transient().then(|| e.clone()),
@@ -600,7 +606,9 @@ impl Runner {
                     }
                 }
             })
-            .buffer_unordered(self.settings.max_parallel.max(1))
+            // Side by side: the slots bound the engine operations, and the
+            // health gates, which are waiting, overlap.
+            .buffer_unordered(targets.len().max(1))
             .collect::<Vec<_>>()
             .await;
         let mut updates = updates;
@@ -721,6 +729,10 @@ impl Runner {
         if let Some(deadline) = target.options.health_deadline {
             settings.health.deadline = deadline;
         }
+        if let Some(order) = target.options.order {
+            settings.order = order;
+        }
+        settings.drain = target.options.drain.unwrap_or(container::DEFAULT_DRAIN);
         settings
     }
 

@@ -457,8 +457,9 @@ pub struct Cleanup {
 impl Cleanup {
     pub fn container(&mut self, name: &str) {
         self.containers.push(name.to_string());
-        // A parked leftover would carry this suffix.
+        // A parked leftover would carry this suffix, a new one the other.
         self.containers.push(format!("{name}-hoist-old"));
+        self.containers.push(format!("{name}-hoist-new"));
     }
     pub fn image(&mut self, name: &str) {
         self.images.push(name.to_string());

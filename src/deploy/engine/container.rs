@@ -6,7 +6,7 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage, HealthStatusEnum,
-    ImageInspect, NetworkConnectRequest, RestartPolicy,
+    ImageInspect, NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -461,6 +461,19 @@ impl Engine {
             }
         }
         Ok(id)
+    }
+
+    /// Takes the container off one network, so that the engine's DNS stops
+    /// answering with it there (its name and aliases).
+    pub async fn disconnect(&self, network: &str, id: &str) -> Result<(), EngineError> {
+        let request = NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(network, request)
+            .await
+            .map_err(|e| EngineError::from_bollard(format!("disconnect {id} from {network}"), e))
     }
 
     /// Removes an image unless a container uses it (no force).
