@@ -78,14 +78,30 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
         build_and_push(&tag, "v1", Behaviour::Serve);
         let name = unique(label);
         clean.container(&name);
-        docker(&["run", "-d", "--name", &name, "--label", "hoist.enable=true", &tag]);
+        // The first one ignores its stop signal (PID 1 has no handler for
+        // it), so its stop, an engine operation, holds the one slot for 8 s.
+        let slow_stop: &[&str] = if label == "qa" {
+            &["--stop-signal", "SIGUSR1", "--stop-timeout", "8"]
+        } else {
+            &[]
+        };
+        let mut run = vec!["run", "-d", "--name", &name, "--label", "hoist.enable=true"];
+        run.extend_from_slice(slow_stop);
+        run.push(&tag);
+        docker(&run);
         hoist.wait_for_target(&name).await;
         let digest = build_and_push(&tag, "v2", Behaviour::Serve);
         apps.push((name, tag, digest));
     }
 
-    // The first push starts at once and holds the only slot for its health grace.
-    let (_, tag_a, digest_a) = &apps[0];
+    // The first push starts at once and holds the only slot while its old
+    // container is being stopped (a health gate would not hold it).
+    let (name_a, tag_a, digest_a) = &apps[0];
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     assert_eq!(
         post_push(&hoist, &push_event("qa-1", tag_a, digest_a))
             .await
@@ -93,6 +109,34 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
         202
     );
     wait_until_queue_is(&hoist, 0, Some(1), Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let now = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let kills = docker(&[
+            "events",
+            "--since",
+            &started,
+            "--until",
+            &now,
+            "--filter",
+            &format!("container={name_a}"),
+            "--filter",
+            "event=kill",
+            "--format",
+            "{{.Action}}",
+        ]);
+        if !kills.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first job never stopped its old container"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Two more wait: the queue is full.
     for (n, (_, tag, digest)) in apps[1..].iter().enumerate() {
         let response = post_push(&hoist, &push_event(&format!("q-{n}"), tag, digest)).await;

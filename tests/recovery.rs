@@ -313,3 +313,10 @@ async fn start_first_killed_after_the_gate() {
 async fn start_first_killed_while_draining() {
     killed_after_in("detached", "start-first").await;
 }
+
+/// start-first: the gated new container just got the network aliases (the
+/// engine's DNS answers with both); not yet recorded as verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_first_killed_after_the_aliases_moved() {
+    killed_after_in("joined", "start-first").await;
+}

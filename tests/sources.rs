@@ -318,7 +318,7 @@ async fn a_gitea_package_event_is_resolved_to_its_digest_and_redeploys_once_per_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolved_digest_is_deployed_even_when_the_tag_moves_before_the_pull() {
     let app = unique("app");
-    // One job at a time, and a first job that holds the runner while the tag moves.
+    // One engine operation at a time, and a first job that holds it while the tag moves.
     let scene = Scene::start(
         "registry.example.test",
         &format!("team/{app}"),
@@ -338,8 +338,13 @@ async fn a_resolved_digest_is_deployed_even_when_the_tag_moves_before_the_pull()
         &blocker,
         "--label",
         "hoist.enable=true",
-        "--label",
-        "hoist.health.grace=15s",
+        // Its stop signal is ignored (PID 1 has no handler for it), so its
+        // stop, an engine operation, holds the one slot for 15 s (a health
+        // gate would not hold it).
+        "--stop-signal",
+        "SIGUSR1",
+        "--stop-timeout",
+        "15",
         &blocker_tag,
     ]);
     scene.hoist.wait_for_target(&blocker).await;

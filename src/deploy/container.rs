@@ -23,6 +23,8 @@
 //! 1. create and start the new container beside the old one, under the
 //!    temporary name, on the same networks with the same aliases; gate it.
 //!    A failure removes it: the old one never stopped serving;
+//!    It has no network aliases while gated ([`Update::join_aliases`] gives
+//!    them once it passed), so the engine's DNS sends it no request before;
 //! 2. [`Update::verified`], then [`Update::detach_old`]: the old one leaves
 //!    its networks (the engine's DNS stops answering with it) and its name,
 //!    which the new one takes;
@@ -37,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
-use super::recreate::CreateSpec;
+use super::recreate::{Aliased, CreateSpec};
 use super::slots::Slots;
 use super::{health, recreate, DeployError, Outcome, StepLog};
 use crate::config::{HealthConfig, UpdateOrder};
@@ -67,6 +69,9 @@ pub mod steps {
     pub const STARTED: &str = "started";
     pub const VERIFYING: &str = "verifying";
     pub const VERIFIED: &str = "verified";
+    /// start-first: the gated new container gets its network aliases.
+    pub const JOINING: &str = "joining";
+    pub const JOINED: &str = "joined";
     /// start-first: the old container leaves its networks and its name.
     pub const DETACHING: &str = "detaching";
     pub const DETACHED: &str = "detached";
@@ -284,13 +289,16 @@ impl Update<'_> {
 
     /// Create and start beside, gate, then move the traffic and retire the old one.
     async fn start_first(&self, spec: &CreateSpec, old_digest: Option<Digest>) -> ContainerUpdate {
-        let new_id = match self.create_beside(spec).await {
+        // No aliases until it is proven: the engine's DNS sends it nothing before.
+        let (quiet, aliased) = spec.without_aliases();
+        let new_id = match self.create_beside(&quiet).await {
             Ok(id) => id,
             Err(why) => return failed(old_digest, why),
         };
         let result = async {
             self.start_new(&new_id).await?;
-            self.gate(&new_id).await
+            self.gate(&new_id).await?;
+            self.join_aliases(&new_id, &aliased).await
         }
         .await;
         if let Err(why) = result {
@@ -383,6 +391,23 @@ impl Update<'_> {
         self.log.before(self.name, steps::VERIFYING, None).await?;
         self.log.after(steps::VERIFYING).await;
         health::wait_until_up(self.engine, new_id, &self.settings.health).await
+    }
+
+    /// Step (start-first): the gated new container joins its aliases, on
+    /// each network (a reconnect, since an endpoint's aliases are set when it
+    /// joins); the engine's DNS then answers with both containers.
+    async fn join_aliases(&self, new_id: &str, aliased: &Aliased) -> Result<(), DeployError> {
+        if aliased.is_empty() {
+            return Ok(());
+        }
+        self.log.before(self.name, steps::JOINING, None).await?;
+        self.settings
+            .slots
+            .run(self.engine.rejoin(new_id, aliased))
+            .await
+            .map_err(|e| DeployError::from_engine("cannot give the new container its network aliases", &e))?;
+        self.log.after(steps::JOINED).await;
+        Ok(())
     }
 
     /// Step: the new container is proven. Once this is journaled, the repair

@@ -30,6 +30,40 @@ pub struct CreateSpec {
     pub(in crate::deploy) mac_address: Option<String>,
 }
 
+impl CreateSpec {
+    /// The same container with no network aliases, and the endpoints that
+    /// have some, as they should end. A start-first update creates and gates
+    /// the new container without them, so that the engine's DNS sends it no
+    /// traffic before it is proven, then moves them over.
+    pub fn without_aliases(&self) -> (CreateSpec, Aliased) {
+        let mut quiet = self.clone();
+        let mut aliased = Vec::new();
+        let primary = quiet
+            .body
+            .networking_config
+            .iter_mut()
+            .flat_map(|n| n.endpoints_config.iter_mut().flatten());
+        let extra = quiet.extra_networks.iter_mut().map(|(name, ep)| (&*name, ep));
+        for (name, endpoint) in primary.map(|(name, ep)| (&*name, ep)).chain(extra) {
+            if endpoint.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+                aliased.push((name.clone(), endpoint.clone()));
+                endpoint.aliases = None;
+            }
+        }
+        (quiet, Aliased(aliased))
+    }
+}
+
+/// The endpoints of a container that carry network aliases, as they should end.
+#[derive(Clone, Debug, Default)]
+pub struct Aliased(pub(in crate::deploy) Vec<(String, EndpointSettings)>);
+
+impl Aliased {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Why the spec cannot be built; nothing has been touched.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -457,6 +491,32 @@ mod tests {
     fn captured_spec(name: &str) -> (Value, Value) {
         let spec = super::spec(&container(name), &image("image-v1.json"), &image("image-v2.json")).unwrap();
         (fixture(name), body_json(&spec))
+    }
+
+    #[test]
+    fn a_spec_without_aliases_keeps_them_aside_for_later() {
+        let spec = super::spec(
+            &container("plain.json"),
+            &image("image-v1.json"),
+            &image("image-v2.json"),
+        )
+        .unwrap();
+        let mut spec = spec;
+        let aliased = EndpointSettings {
+            aliases: Some(vec!["svc".into()]),
+            ..Default::default()
+        };
+        spec.extra_networks.push(("backend".into(), aliased));
+        let (quiet, aside) = spec.without_aliases();
+        assert_eq!(aside.0.len(), 1);
+        assert_eq!(aside.0[0].0, "backend");
+        assert_eq!(aside.0[0].1.aliases, Some(vec!["svc".to_string()]));
+        assert!(quiet.extra_networks.iter().all(|(_, ep)| ep.aliases.is_none()));
+        assert_eq!(
+            quiet.extra_networks.len(),
+            spec.extra_networks.len(),
+            "still on every network"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the engine joins, leaves or is promoted in a swarm (checked every
 //! [`ROLE_CHECK`]), since services can be listed on managers only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,28 +38,56 @@ enum Change {
 
 /// Turns an inspected container into a target, or says why it is not one.
 pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
-    let labels = details.labels();
+    target_from_parts(Parts {
+        id: details.id(),
+        name: details.name(),
+        image: details.image_reference(),
+        image_id: details.image_id(),
+        running: details.running(),
+        labels: details.labels(),
+    })
+}
+
+/// What a target is made of, from an inspect or from the list call.
+struct Parts<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    image_id: &'a str,
+    running: bool,
+    labels: HashMap<String, String>,
+}
+
+fn target_from_parts(parts: Parts<'_>) -> Result<Target, String> {
+    let Parts {
+        id,
+        name,
+        image,
+        image_id,
+        running,
+        labels,
+    } = parts;
     let (options, problems) = TargetOptions::from_labels(&labels);
     for problem in problems {
-        warn!(container = details.name(), "{problem}; ignoring that label.");
+        warn!(container = name, "{problem}; ignoring that label.");
     }
     if !options.enabled {
         return Err("not labelled".into());
     }
-    if details.name().ends_with(PARKED_SUFFIX) {
+    if name.ends_with(PARKED_SUFFIX) {
         return Err("parked by an update in progress".into());
     }
-    if details.name().ends_with(NEW_SUFFIX) {
+    if name.ends_with(NEW_SUFFIX) {
         return Err("created by an update in progress".into());
     }
-    let image = ImageRef::parse(details.image_reference()).map_err(|e| e.to_string())?;
+    let image = ImageRef::parse(image).map_err(|e| e.to_string())?;
     Ok(Target {
-        id: TargetId(details.id().to_string()),
+        id: TargetId(id.to_string()),
         kind: TargetKind::Container,
-        name: details.name().to_string(),
+        name: name.to_string(),
         image,
-        image_id: details.image_id().to_string(),
-        running: details.running(),
+        image_id: image_id.to_string(),
+        running,
         monitor_only: options.monitor_only,
         options,
         compose_project: labels.get(COMPOSE_PROJECT).cloned(),
@@ -67,13 +95,37 @@ pub fn target_from(details: &ContainerDetails) -> Result<Target, String> {
     })
 }
 
-/// Lists and inspects every labelled container, and every labelled service on a manager.
+/// How many containers are inspected at once when the list lacks something.
+const INSPECTS_AT_ONCE: usize = 16;
+
+/// Every labelled container, and every labelled service on a manager. The
+/// index is built from the one list call; only containers whose listing
+/// lacks their image reference are inspected, concurrently.
 pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
-    let ids = engine.list_labelled_ids().await?;
-    let mut targets = Vec::with_capacity(ids.len());
-    let mut inspections = futures_util::stream::iter(ids)
+    let listed = engine.list_labelled().await?;
+    let mut targets = Vec::with_capacity(listed.len());
+    let mut lacking = Vec::new();
+    for listing in listed {
+        if listing.lacks_reference() {
+            lacking.push(listing.id);
+            continue;
+        }
+        let parts = Parts {
+            id: &listing.id,
+            name: &listing.name,
+            image: &listing.image,
+            image_id: &listing.image_id,
+            running: listing.running,
+            labels: listing.labels.clone(),
+        };
+        match target_from_parts(parts) {
+            Ok(target) => targets.push(target),
+            Err(why) => debug!(container = %listing.name, why, "Not a target."),
+        }
+    }
+    let mut inspections = futures_util::stream::iter(lacking)
         .map(|id| async move { engine.inspect_container(&id).await })
-        .buffer_unordered(16);
+        .buffer_unordered(INSPECTS_AT_ONCE);
     while let Some(result) = inspections.next().await {
         match result {
             Ok(details) => match target_from(&details) {
@@ -249,8 +301,6 @@ async fn apply_event(engine: &Engine, index: &mut TargetIndex, id: &str, action:
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::event::Aliases;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage, HealthStatusEnum,
-    ImageInspect, NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
+    ContainerInspectResponse, ContainerSummaryStateEnum, ContainerUpdateBody, EndpointSettings, EventMessage,
+    HealthStatusEnum, ImageInspect, NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 
 use super::{Engine, EngineError};
-use crate::deploy::recreate::CreateSpec;
+use crate::deploy::recreate::{Aliased, CreateSpec};
 use crate::event::Digest;
 use crate::inventory::labels;
 
@@ -242,6 +242,28 @@ impl ImageDetails {
     }
 }
 
+/// One container as the list call shows it.
+#[derive(Clone, Debug)]
+pub struct ContainerListing {
+    pub id: String,
+    /// Without the leading slash.
+    pub name: String,
+    /// The reference the container was created from, unless that reference
+    /// now names another image (a pull moved the tag): then the engine shows
+    /// the image ID (`sha256:…`) here, and only an inspect has the reference.
+    pub image: String,
+    pub image_id: String,
+    pub running: bool,
+    pub labels: HashMap<String, String>,
+}
+
+impl ContainerListing {
+    /// Whether the listing lacks the image reference (see [`ContainerListing::image`]).
+    pub fn lacks_reference(&self) -> bool {
+        self.image.is_empty() || self.image.starts_with("sha256:")
+    }
+}
+
 /// A container change the index cares about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineEvent {
@@ -257,6 +279,16 @@ impl Engine {
     /// exact keys only and the seed tool's form (`registry-docker-updater: true`)
     /// comes with any spacing.
     pub async fn list_labelled_ids(&self) -> Result<Vec<String>, EngineError> {
+        let mut ids: Vec<String> = self.list_labelled().await?.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Every container carrying an opt-in label key, as the list call shows
+    /// it: one call, enough for the index unless [`ContainerListing::image`]
+    /// is an image ID (see there).
+    pub async fn list_labelled(&self) -> Result<Vec<ContainerListing>, EngineError> {
         let options = ListContainersOptions {
             all: true,
             ..Default::default()
@@ -266,14 +298,29 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
-        let mut ids: Vec<String> = found
+        Ok(found
             .into_iter()
             .filter(|c| c.labels.as_ref().is_some_and(labels::mentions_opt_in))
-            .filter_map(|c| c.id)
-            .collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+            .filter_map(|c| {
+                // Legacy links add names such as `/other/alias`; the
+                // container's own has one slash.
+                let name = c
+                    .names
+                    .iter()
+                    .flatten()
+                    .find(|n| n.matches('/').count() == 1)?
+                    .trim_start_matches('/')
+                    .to_string();
+                Some(ContainerListing {
+                    id: c.id?,
+                    name,
+                    image: c.image.unwrap_or_default(),
+                    image_id: c.image_id.unwrap_or_default(),
+                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+                    labels: c.labels.unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     pub async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, EngineError> {
@@ -461,6 +508,24 @@ impl Engine {
             }
         }
         Ok(id)
+    }
+
+    /// Reconnects the container to each network of `aliased` with that
+    /// endpoint (aliases are set when an endpoint joins, so this is how a
+    /// running container gets them).
+    pub async fn rejoin(&self, id: &str, aliased: &Aliased) -> Result<(), EngineError> {
+        for (network, endpoint) in &aliased.0 {
+            self.disconnect(network, id).await?;
+            let request = NetworkConnectRequest {
+                container: id.to_string(),
+                endpoint_config: Some(endpoint.clone()),
+            };
+            self.docker
+                .connect_network(network, request)
+                .await
+                .map_err(|e| EngineError::from_bollard(format!("connect {id} to {network}"), e))?;
+        }
+        Ok(())
     }
 
     /// Takes the container off one network, so that the engine's DNS stops
