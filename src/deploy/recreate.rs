@@ -44,7 +44,7 @@ impl CreateSpec {
             .iter_mut()
             .flat_map(|n| n.endpoints_config.iter_mut().flatten());
         let extra = quiet.extra_networks.iter_mut().map(|(name, ep)| (&*name, ep));
-        for (name, endpoint) in primary.map(|(name, ep)| (&*name, ep)).chain(extra) {
+        for (name, endpoint) in primary.chain(extra) {
             if endpoint.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
                 aliased.push((name.clone(), endpoint.clone()));
                 endpoint.aliases = None;
