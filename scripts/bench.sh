@@ -14,7 +14,7 @@
 #
 # Tuning (full run defaults): BENCH_ITERATIONS=10 BENCH_FANOUT=1,10,50
 # BENCH_TARGETS=1000 BENCH_INTAKE_SECONDS=15 BENCH_CONNECTIONS=16,64
-# BENCH_STARTUPS=3 BENCH_PEER_ITERATIONS=5; BENCH_ONLY=latency,fanout,intake,sizes,peer.
+# BENCH_STARTUPS=3 BENCH_PEER_ITERATIONS=5; BENCH_ONLY=latency,downtime,fanout,intake,sizes,peer.
 # Load goes to 127.0.0.1 only. Everything created is named hbench-<pid>-* and removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +33,12 @@ args=()
 if $smoke; then
   cargo build --locked --quiet
   args+=(--smoke --hoist target/debug/hoist --out target/bench-smoke --command "scripts/bench.sh --smoke")
-  only=${BENCH_ONLY:-latency,fanout,intake,sizes}
+  only=${BENCH_ONLY:-latency,downtime,fanout,intake,sizes}
 else
   echo "bench: building the release binary"
   cargo build --release --locked --quiet
   args+=(--hoist target/release/hoist --out benches --command "scripts/bench.sh")
-  only=${BENCH_ONLY:-latency,fanout,intake,sizes,peer}
+  only=${BENCH_ONLY:-latency,downtime,fanout,intake,sizes,peer}
 
   # The images scripts/package-image.sh builds (the `sizes` part packages both
   # binaries with it): by default the static musl binary, when the musl target
