@@ -38,14 +38,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
-use super::recreate::{Aliased, CreateSpec};
+use super::recreate;
 use super::slots::Slots;
-use super::{health, recreate, DeployError, Outcome, StepLog};
-use crate::config::{HealthConfig, UpdateOrder};
+use super::{health, DeployError, Outcome, StepLog};
+use crate::deploy::health::HealthConfig;
+use crate::engine::{Aliased, ContainerDetails, CreateSpec, Engine, ImageDetails, RestartPolicyName};
 use crate::event::Digest;
 use crate::inventory::{TargetOptions, NEW_SUFFIX, PARKED_SUFFIX};
-use crate::job::journal::StepRecord;
+use crate::journal::StepRecord;
+use crate::labels::UpdateOrder;
 
 /// How many log lines of a failed container go into the report.
 pub const LOG_TAIL_LINES: usize = 20;
@@ -781,7 +782,7 @@ async fn repair(engine: &Engine, parked: &Parked, verified: bool, cause: &str) -
     let temp = by_name(parked.temp_name()).await?.filter(|id| *id != parked.id);
     let old = match engine.inspect_container(&parked.id).await {
         Ok(old) => Some(old),
-        Err(super::engine::EngineError::NotFound { .. }) => None,
+        Err(crate::engine::EngineError::NotFound { .. }) => None,
         Err(e) => return Err(e.to_string()),
     };
     if verified {

@@ -15,54 +15,8 @@ use std::collections::{HashMap, HashSet};
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, Mount, MountType, NetworkingConfig};
 
-use super::engine::{ContainerDetails, ImageDetails};
-use crate::inventory::labels;
-
-/// The body of a container to create, and the networks to connect before start.
-#[derive(Clone, Debug)]
-pub struct CreateSpec {
-    pub(in crate::deploy) body: ContainerCreateBody,
-    pub(in crate::deploy) extra_networks: Vec<(String, EndpointSettings)>,
-    /// A MAC address the user chose, for engines before API 1.44, which take
-    /// it in `Config.MacAddress` (a field the body's model lacks) and ignore
-    /// the endpoint's. Newer engines read it from the primary endpoint, where
-    /// the body has it too.
-    pub(in crate::deploy) mac_address: Option<String>,
-}
-
-impl CreateSpec {
-    /// The same container with no network aliases, and the endpoints that
-    /// have some, as they should end. A start-first update creates and gates
-    /// the new container without them, so that the engine's DNS sends it no
-    /// traffic before it is proven, then moves them over.
-    pub fn without_aliases(&self) -> (CreateSpec, Aliased) {
-        let mut quiet = self.clone();
-        let mut aliased = Vec::new();
-        let primary = quiet
-            .body
-            .networking_config
-            .iter_mut()
-            .flat_map(|n| n.endpoints_config.iter_mut().flatten());
-        let extra = quiet.extra_networks.iter_mut().map(|(name, ep)| (&*name, ep));
-        for (name, endpoint) in primary.chain(extra) {
-            if endpoint.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
-                aliased.push((name.clone(), endpoint.clone()));
-                endpoint.aliases = None;
-            }
-        }
-        (quiet, Aliased(aliased))
-    }
-}
-
-/// The endpoints of a container that carry network aliases, as they should end.
-#[derive(Clone, Debug, Default)]
-pub struct Aliased(pub(in crate::deploy) Vec<(String, EndpointSettings)>);
-
-impl Aliased {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+use crate::engine::{ContainerDetails, CreateSpec, ImageDetails};
+use crate::labels;
 
 /// Why the spec cannot be built; nothing has been touched.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerSummaryStateEnum, ContainerUpdateBody, EndpointSettings, EventMessage,
-    HealthStatusEnum, ImageInspect, NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, ContainerUpdateBody,
+    EndpointSettings, EventMessage, HealthStatusEnum, ImageInspect, NetworkConnectRequest,
+    NetworkDisconnectRequest, RestartPolicy,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -15,18 +16,63 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 
 use super::{Engine, EngineError};
-use crate::deploy::recreate::{Aliased, CreateSpec};
 use crate::event::Digest;
-use crate::inventory::labels;
+use crate::labels;
+
+/// The body of a container to create, and the networks to connect before start.
+#[derive(Clone, Debug)]
+pub struct CreateSpec {
+    pub(crate) body: ContainerCreateBody,
+    pub(crate) extra_networks: Vec<(String, EndpointSettings)>,
+    /// A MAC address the user chose, for engines before API 1.44, which take
+    /// it in `Config.MacAddress` (a field the body's model lacks) and ignore
+    /// the endpoint's. Newer engines read it from the primary endpoint, where
+    /// the body has it too.
+    pub(crate) mac_address: Option<String>,
+}
+
+impl CreateSpec {
+    /// The same container with no network aliases, and the endpoints that
+    /// have some, as they should end. A start-first update creates and gates
+    /// the new container without them, so that the engine's DNS sends it no
+    /// traffic before it is proven, then moves them over.
+    pub fn without_aliases(&self) -> (CreateSpec, Aliased) {
+        let mut quiet = self.clone();
+        let mut aliased = Vec::new();
+        let primary = quiet
+            .body
+            .networking_config
+            .iter_mut()
+            .flat_map(|n| n.endpoints_config.iter_mut().flatten());
+        let extra = quiet.extra_networks.iter_mut().map(|(name, ep)| (&*name, ep));
+        for (name, endpoint) in primary.chain(extra) {
+            if endpoint.aliases.as_ref().is_some_and(|a| !a.is_empty()) {
+                aliased.push((name.clone(), endpoint.clone()));
+                endpoint.aliases = None;
+            }
+        }
+        (quiet, Aliased(aliased))
+    }
+}
+
+/// The endpoints of a container that carry network aliases, as they should end.
+#[derive(Clone, Debug, Default)]
+pub struct Aliased(pub(crate) Vec<(String, EndpointSettings)>);
+
+impl Aliased {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// What hoist needs of one container, from a full inspect.
 #[derive(Clone, Debug)]
 pub struct ContainerDetails {
-    pub(in crate::deploy) raw: ContainerInspectResponse,
+    pub(crate) raw: ContainerInspectResponse,
     /// `Config.MacAddress`: where engines before API 1.44 keep a MAC address
     /// the user chose. bollard's models lack the field, so it is only known
     /// when the inspect was read as plain JSON ([`Engine::inspect_container_full`]).
-    pub(in crate::deploy) config_mac_address: Option<String>,
+    pub(crate) config_mac_address: Option<String>,
 }
 
 impl ContainerDetails {
@@ -195,7 +241,7 @@ impl ContainerDetails {
 /// (and journaled, so it can be put back after a crash).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
-pub struct RestartPolicyName(pub(in crate::deploy) RestartPolicy);
+pub struct RestartPolicyName(pub(crate) RestartPolicy);
 
 /// Health as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +254,7 @@ pub enum Health {
 /// What hoist needs of one local image.
 #[derive(Clone, Debug)]
 pub struct ImageDetails {
-    pub(in crate::deploy) raw: ImageInspect,
+    pub(crate) raw: ImageInspect,
 }
 
 impl ImageDetails {

@@ -5,9 +5,51 @@
 //! reported in the log and, at its next update, in the report, never a panic.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_poll, UpdateOrder};
+use crate::settings::{parse_duration, parse_poll};
+
+/// How a container is replaced (`hoist.order`, `HOIST_ORDER`), as Swarm's `update_config.order`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateOrder {
+    /// The old container stops before the new one starts (the new one is
+    /// created beforehand, so the outage is a stop and a start).
+    #[default]
+    StopFirst,
+    /// The new container starts beside the old one and passes its health
+    /// gate before the old one leaves its networks: no outage behind a
+    /// network alias or a proxy. Containers with published host ports fall back to stop-first.
+    StartFirst,
+}
+
+impl UpdateOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
+}
+
+impl FromStr for UpdateOrder {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<UpdateOrder, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "stop-first" => Ok(UpdateOrder::StopFirst),
+            "start-first" => Ok(UpdateOrder::StartFirst),
+            _ => Err("expected stop-first or start-first".into()),
+        }
+    }
+}
+
+impl fmt::Display for UpdateOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";
