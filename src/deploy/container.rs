@@ -8,10 +8,12 @@
 //! stop-first (the default), with the create moved out of the outage:
 //! 1. [`Update::create_beside`]: create the new container under a temporary
 //!    name (`<name>-hoist-new`) while the old one still serves;
-//! 2. [`Update::park_old`]: restart policy off, stop (with its own stop
+//! 2. [`Update::journal_swap`]: the next three steps are journaled, so the
+//!    outage holds no journal write; then, in one slot,
+//!    [`Update::park_old`]: restart policy off, stop (with its own stop
 //!    timeout when it has one), rename to `<name>-hoist-old`;
 //! 3. [`Update::take_name`]: rename the new one to the name;
-//! 4. [`Update::start_new`], then [`Update::gate`] (no slot is held while waiting);
+//! 4. start it, then [`Update::gate`] (no slot is held while waiting);
 //! 5. success: [`Update::verified`], then [`Update::retire_old`]. Failure
 //!    at 3-4: [`Update::roll_back`] keeps the new one's last log lines,
 //!    removes it, and gives the old one its name, restart policy and
@@ -242,7 +244,16 @@ impl Update<'_> {
             Ok(id) => id,
             Err(why) => return failed(old_digest, why),
         };
+        // The outage runs from the old container's stop to the new one's
+        // start: its steps are journaled before it begins, and one slot is
+        // held through it, so nothing but the engine's own work is in it.
+        if let Err(why) = self.journal_swap().await {
+            self.discard_quietly(&new_id).await;
+            return failed(old_digest, why);
+        }
+        let slot = self.settings.slots.take().await;
         if let Err(why) = self.park_old().await {
+            drop(slot);
             // The old one is where it was (or the repair puts it back from
             // the journal); its successor goes.
             if let Err(unrecorded) = self
@@ -260,16 +271,22 @@ impl Update<'_> {
                 ..failed(old_digest, why)
             };
         }
-        let result = async {
+        let swapped = async {
             self.take_name(&new_id).await?;
             if !self.parked.was_running {
                 // A stopped container is updated but left stopped, as it was.
-                return Ok(());
+                return Ok(false);
             }
-            self.start_new(&new_id).await?;
-            self.gate(&new_id).await
+            self.start(&new_id).await?;
+            Ok(true)
         }
         .await;
+        drop(slot);
+        let result = match swapped {
+            Ok(true) => self.gate(&new_id).await,
+            Ok(false) => Ok(()),
+            Err(why) => Err(why),
+        };
         let mut interrupted = None;
         let (outcome, safe) = match result {
             Ok(()) => {
@@ -351,36 +368,48 @@ impl Update<'_> {
     }
 
     /// Step: the old container stops and is renamed aside (stop-first).
-    async fn park_old(&self) -> Result<(), DeployError> {
+    /// Journals the steps of the swap (park, name, start) before the first
+    /// is taken, so that no journal write falls in the outage.
+    async fn journal_swap(&self) -> Result<(), DeployError> {
         self.log
             .before(self.name, steps::PARKING, Some(self.parked.to_json()))
             .await?;
-        self.settings
-            .slots
-            .run(self.parked.park(self.engine, self.stop_timeout))
-            .await?;
+        self.log.before(self.name, steps::NAMING, None).await?;
+        if self.parked.was_running {
+            self.log.before(self.name, steps::STARTING, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Step (journaled by [`Update::journal_swap`], in its slot): the old
+    /// container stops and is renamed aside.
+    async fn park_old(&self) -> Result<(), DeployError> {
+        self.parked.park(self.engine, self.stop_timeout).await?;
         self.log.after(steps::PARKED).await;
         Ok(())
     }
 
-    /// Step: the new container takes the name (stop-first).
+    /// Step (journaled by [`Update::journal_swap`], in its slot): the new
+    /// container takes the name.
     async fn take_name(&self, new_id: &str) -> Result<(), DeployError> {
-        self.log.before(self.name, steps::NAMING, None).await?;
-        self.settings
-            .slots
-            .run(self.engine.rename(new_id, self.name))
+        self.engine
+            .rename(new_id, self.name)
             .await
             .map_err(|e| DeployError::from_engine("cannot give the new container its name", &e))?;
         self.log.after(steps::NAMED).await;
         Ok(())
     }
 
-    /// Step: start the new container.
+    /// Step (start-first): start the new container beside the old one.
     async fn start_new(&self, new_id: &str) -> Result<(), DeployError> {
         self.log.before(self.name, steps::STARTING, None).await?;
-        self.settings
-            .slots
-            .run(self.engine.start(new_id))
+        self.settings.slots.run(self.start(new_id)).await
+    }
+
+    /// Starts the new container (the caller journaled it and holds a slot).
+    async fn start(&self, new_id: &str) -> Result<(), DeployError> {
+        self.engine
+            .start(new_id)
             .await
             .map_err(|e| DeployError::from_engine("cannot start the new container", &e))?;
         self.log.after(steps::STARTED).await;

@@ -131,6 +131,19 @@ impl ServiceDetails {
     /// though the spec is otherwise the same).
     fn spec_with_image(&self, image: &str, force: bool) -> Result<bollard::models::ServiceSpec, String> {
         let mut spec = self.raw.spec.clone().ok_or("inspect has no Spec")?;
+        // `hoist.order` on a service is Swarm's own update order.
+        let order = spec
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::ORDER))
+            .and_then(|value| value.parse::<labels::UpdateOrder>().ok());
+        if let Some(order) = order {
+            use bollard::models::ServiceSpecUpdateConfigOrderEnum as Order;
+            spec.update_config.get_or_insert_with(Default::default).order = Some(match order {
+                labels::UpdateOrder::StopFirst => Order::STOP_FIRST,
+                labels::UpdateOrder::StartFirst => Order::START_FIRST,
+            });
+        }
         let template = spec
             .task_template
             .as_mut()
@@ -342,5 +355,44 @@ impl Engine {
                 Err(e) => Some(Err(EngineError::from_bollard("service event stream", e))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    #[test]
+    fn hoist_order_on_a_service_becomes_its_update_order() {
+        let service = |labels: serde_json::Value| {
+            ServiceDetails::from_json(serde_json::json!({
+                "ID": "svc1",
+                "Version": { "Index": 7 },
+                "Spec": {
+                    "Name": "web",
+                    "Labels": labels,
+                    "TaskTemplate": { "ContainerSpec": { "Image": "registry.test/app:1@sha256:aa" } },
+                    "UpdateConfig": { "Parallelism": 1 }
+                }
+            }))
+            .unwrap()
+        };
+        let spec = service(serde_json::json!({ "hoist.enable": "true", "hoist.order": "start-first" }))
+            .spec_with_image("registry.test/app:1@sha256:bb", false)
+            .unwrap();
+        let update = spec.update_config.unwrap();
+        assert_eq!(
+            update.order,
+            Some(bollard::models::ServiceSpecUpdateConfigOrderEnum::START_FIRST)
+        );
+        assert_eq!(update.parallelism, Some(1), "the rest of the update config stays");
+        let spec = service(serde_json::json!({ "hoist.enable": "true" }))
+            .spec_with_image("registry.test/app:1@sha256:bb", false)
+            .unwrap();
+        assert_eq!(
+            spec.update_config.unwrap().order,
+            None,
+            "without the label, Swarm's own setting stays"
+        );
     }
 }
