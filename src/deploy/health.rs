@@ -20,8 +20,15 @@ pub struct HealthConfig {
     pub deadline: Duration,
 }
 
-/// How often the container is inspected while waiting.
+/// How often the container is inspected while waiting, at first.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// The longest wait between two inspects. Gates no longer hold a slot, so a
+/// fan-out waits on many at once: each polling every 200 ms would put
+/// hundreds of inspects a second on the engine that is busy recreating the
+/// rest. A container without a healthcheck only has to stay up, which its
+/// restart count and state still show at the end of the grace.
+const POLL_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// Waits until the container is up, or returns why it is not: a verdict on
 /// the new container, or an engine fault that leaves the question open.
@@ -88,6 +95,22 @@ async fn check(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(),
                 }
             }
         }
+        // Quick at first (a crash shows at once, a healthcheck's first pass
+        // soon), then slower; never past the end of the grace.
+        let elapsed = started.elapsed();
+        let mut wait = if elapsed < Duration::from_secs(1) {
+            POLL_EVERY
+        } else {
+            POLL_AT_MOST_EVERY
+        };
+        if let Some(since) = running_since {
+            wait = wait.min(
+                settings
+                    .grace
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_millis(10)),
+            );
+        }
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(if details.has_healthcheck() {
                 format!("the new container was not healthy within {:?}", settings.deadline)
@@ -99,6 +122,6 @@ async fn check(engine: &Engine, id: &str, settings: &HealthConfig) -> Result<(),
             }
             .into());
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(wait).await;
     }
 }
