@@ -714,7 +714,7 @@ class Bench:
                 e = json.loads(line)
             except ValueError:
                 continue
-            if e.get("id") in ids:
+            if e.get("id") in ids and not e.get("Action", "").startswith(("exec_", "health_status")):
                 events.append((e["timeNano"] / 1e9, e.get("Action", ""), e["id"]))
         return events
 
@@ -772,7 +772,10 @@ class Bench:
         if died is None or started is None:
             raise BenchError(f"no die/start events for {name}: {events}")
         failed = sum(1 for t, ok in samples if not ok and t >= t0)
+        who = {old_id: "old", c["Id"]: "new"}
+        timeline = [f"{t - died:+8.3f}s  {who[i]:3} {a}" for t, a, i in sorted(events)]
         return {
+            "timeline": timeline,
             "outage": started - died,
             "gap": self.longest_gap(samples, t0),
             "create_before_die": created is not None and created < died,
@@ -863,6 +866,9 @@ class Bench:
             raw.append(f"| {i + 1} | {ms(h['outage']):.0f} ms | {ms(h['gap']):.0f} ms | {ms(f['outage']):.0f} ms | {ms(f['gap']):.0f} ms | {sfr[0]} / {sfr[1]} |")
         self.sections["downtime_raw"] = "\n".join(raw)
         self.downtime_targets = {"ratio": ratio, "sf_failed": sf_failed}
+        self.downtime_timelines = [("hoist", results["hoist"][0]["timeline"]), ("the floor", results["floor"][0]["timeline"])]
+        for who, tl in self.downtime_timelines:
+            log(f"  first update, {who}: " + "; ".join(line.strip() for line in tl))
         self.record("downtime", "outage_median", "hoist", h_out, "s", n)
         self.record("downtime", "outage_median", "floor", f_out, "s", n)
         self.record("downtime", "outage_ratio", "hoist/floor", ratio, "x", n)
@@ -1395,6 +1401,13 @@ class Bench:
             lines.append("")
             lines.append(self.sections["downtime"])
             lines.append("")
+            for who, tl in self.downtime_timelines:
+                lines.append(f"Engine events of the first update, {who} (seconds from the old container's `die`):")
+                lines.append("")
+                lines.append("```")
+                lines.extend(tl)
+                lines.append("```")
+                lines.append("")
             lines.append("<details><summary>Every update</summary>")
             lines.append("")
             lines.append(self.sections["downtime_raw"])

@@ -449,15 +449,27 @@ impl Update<'_> {
         self.log.after(steps::VERIFIED).await;
     }
 
-    /// Step (start-first): the old container leaves its networks, so the
-    /// engine's DNS answers with the new one only, and its name, which the
-    /// new one takes. Returns whether it all went; if not the repair finishes it.
+    /// Step (start-first): the old container gives its name to the new one,
+    /// then leaves its networks, so the engine's DNS answers with the new one
+    /// only. Returns whether it all went; if not, the repair finishes it.
     async fn detach_old(&self, new_id: &str) -> bool {
         if let Err(why) = self.log.before(self.name, steps::DETACHING, None).await {
             warn!(container = self.name, %why, "Moving traffic to the new container without a journal record.");
         }
         let (engine, slots, parked) = (self.engine, &self.settings.slots, &self.parked);
         let mut ok = true;
+        // The names first: the engine's DNS then answers the name with the
+        // new container while the old one still has its interfaces, so a
+        // client that resolved the name a moment ago is not cut off.
+        if let Err(e) = slots.run(engine.rename(&parked.id, &parked.parked_name())).await {
+            warn!(container = self.name, error = %e, "Cannot rename the old container aside.");
+            ok = false;
+        } else if let Err(e) = slots.run(engine.rename(new_id, self.name)).await {
+            warn!(container = self.name, error = %e, "Cannot give the new container its name.");
+            ok = false;
+        }
+        // Then the networks, which is the only way to take its aliases out of
+        // the engine's DNS (a request in flight on that network ends with it).
         let networks = match engine.inspect_container(&parked.id).await {
             Ok(old) => old.network_aliases().into_keys().collect::<Vec<_>>(),
             Err(e) => {
@@ -469,13 +481,6 @@ impl Update<'_> {
             if let Err(e) = slots.run(engine.disconnect(&network, &parked.id)).await {
                 warn!(container = self.name, %network, error = %e, "Cannot take the old container off a network; it is stopped after the drain anyway.");
             }
-        }
-        if let Err(e) = slots.run(engine.rename(&parked.id, &parked.parked_name())).await {
-            warn!(container = self.name, error = %e, "Cannot rename the old container aside.");
-            ok = false;
-        } else if let Err(e) = slots.run(engine.rename(new_id, self.name)).await {
-            warn!(container = self.name, error = %e, "Cannot give the new container its name.");
-            ok = false;
         }
         self.log.after(steps::DETACHED).await;
         ok
