@@ -23,6 +23,7 @@
 //!   Swarm services are pinned to the pushed digest and rolled by Swarm itself.
 //! - [`swarm`] makes hoist a global service: only the leader manager's hoist
 //!   updates services, and every push is forwarded to every node's hoist.
+//! - [`base`] asks CI to rebuild an image when the base it was built on moves.
 //! - [`notify`] and the journal's history (`/v1/history`) tell what happened.
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 
+pub mod base;
 pub mod deploy;
 pub mod event;
 pub mod intake;

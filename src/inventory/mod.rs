@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::event::ImageRef;
 pub use index::{IndexSnapshot, TargetIndex};
-pub use labels::TargetOptions;
+pub use labels::{BaseImage, TargetOptions};
 
 /// A container's or service's ID, as the engine gives it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -44,7 +44,8 @@ pub struct Target {
     pub image_id: String,
     pub running: bool,
     pub monitor_only: bool,
-    #[serde(skip)]
+    /// Shown as its `base` only (see `labels::TargetOptions`'s `Serialize`).
+    #[serde(flatten)]
     pub options: TargetOptions,
     pub compose_project: Option<String>,
     pub compose_service: Option<String>,
