@@ -694,6 +694,112 @@ mod tests {
         assert_eq!(asked.old_digest, digest('a').to_string());
     }
 
+    /// A loopback receiver answering `statuses` in turn (then 200), counting requests.
+    async fn receiver(statuses: Vec<u16>) -> (Url, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::StatusCode;
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let script = Arc::new(std::sync::Mutex::new(statuses));
+        let app = axum::Router::new().fallback({
+            let seen = seen.clone();
+            move |body: String| async move {
+                seen.lock().unwrap().push(body);
+                let mut script = script.lock().unwrap();
+                let status = if script.is_empty() { 200 } else { script.remove(0) };
+                StatusCode::from_u16(status).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/hook?token=s3cr3t",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    fn watcher(journal: Journal, notified: Arc<std::sync::Mutex<Vec<String>>>) -> Watcher {
+        let (_, snapshot) = watch::channel(Arc::new(IndexSnapshot::default()));
+        Watcher {
+            config: BaseConfig::default(),
+            journal,
+            registry: registry::Client::new(
+                crate::registry::Credentials::new(None, Aliases::default()),
+                crate::registry::Insecure::default(),
+            )
+            .unwrap(),
+            aliases: Aliases::default(),
+            snapshot,
+            notify: Arc::new(move |n: Notification| {
+                notified.lock().unwrap().push(n.headline.unwrap_or_default())
+            }),
+        }
+    }
+
+    fn pending(hook: &Url, new: char) -> Rebuild {
+        Rebuild {
+            id: 0,
+            image: "127.0.0.1:5000/app/web:1".into(),
+            targets: vec!["web".into()],
+            base: "127.0.0.1:5000/base/img:1".into(),
+            old_digest: digest('a').to_string(),
+            new_digest: digest(new).to_string(),
+            hook: Some(hook.to_string()),
+            source: "distribution".into(),
+            attempts: 0,
+        }
+    }
+
+    async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done().await {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_journaled_before_a_restart_is_made_at_start_retried_while_down_and_a_refusal_is_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let (up, up_seen) = receiver(vec![503]).await;
+        let (refusing, refused_seen) = receiver(vec![403]).await;
+        {
+            // Journaled by an earlier run that stopped before calling.
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.request_rebuild(pending(&up, 'b')).await.unwrap().unwrap();
+            journal
+                .request_rebuild(pending(&refusing, 'c'))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        let notified: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (_watch, task) = watcher(journal.clone(), notified.clone())
+            .start(stop.clone())
+            .unwrap();
+        wait_until("both calls finished", async || {
+            journal.pending_rebuilds().await.unwrap().is_empty()
+        })
+        .await;
+        // The first answer was 503: called again, once it worked no more.
+        assert_eq!(up_seen.lock().unwrap().len(), 2);
+        assert_eq!(refused_seen.lock().unwrap().len(), 1, "a 403 is not retried");
+        let body: serde_json::Value = serde_json::from_str(&up_seen.lock().unwrap()[1]).unwrap();
+        assert_eq!(body, hook::hoist_body(&pending(&up, 'b')));
+        let notified = notified.lock().unwrap().clone();
+        assert_eq!(notified.len(), 2, "{notified:?}");
+        assert!(notified.iter().any(|n| n.ends_with("; rebuild requested")));
+        let refusal = notified.iter().find(|n| n.contains("refused")).unwrap();
+        assert!(
+            refusal.contains("HTTP 403") && !refusal.contains("s3cr3t"),
+            "{refusal}"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn the_message_says_what_moved_and_that_a_rebuild_was_requested() {
         let rebuild = Rebuild {
