@@ -109,6 +109,15 @@ async fn a_pushed_base_asks_for_one_rebuild_retried_while_the_hook_is_down_and_n
     clean.image(&base);
     build_image(&base, "b1", Behaviour::Serve);
     let b1 = push(&base);
+    // The README's way to learn the digest to build on.
+    let readme_digest = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker image inspect --format '{{{{index .RepoDigests 0}}}}' {base} | cut -d@ -f2"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&readme_digest.stdout).trim(), b1);
     build_on(&app, &base, &b1);
     docker(&["run", "-d", "--name", &name, "--label", "hoist.enable=true", &app]);
     let container_id = inspect(&name)["Id"].clone();
@@ -285,5 +294,21 @@ async fn polling_finds_a_moved_base_in_a_silent_registry_for_the_container_that_
         [inspect(&named)["Id"].clone(), inspect(&plain)["Id"].clone()],
         ids
     );
+    let metrics = hoist
+        .http
+        .get(hoist.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "hoist_rebuild_calls_total{outcome=\"ok\"}",
+        "hoist_base_digests_total{outcome=\"requested\"}",
+        "hoist_base_digests_total{outcome=\"unchanged\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     hoist.stop().await;
 }

@@ -209,7 +209,11 @@ impl Caller {
             .chars()
             .take(MAX_ERROR_BODY_CHARS)
             .collect();
-        let text = self.scrub(format!("HTTP {}: {}", status.as_u16(), body.trim()), url);
+        let text = match body.trim() {
+            "" => format!("HTTP {}", status.as_u16()),
+            body => format!("HTTP {}: {body}", status.as_u16()),
+        };
+        let text = self.scrub(text, url);
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
             Err(CallError::Transient(text))
         } else {

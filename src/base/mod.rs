@@ -25,7 +25,7 @@
 pub mod hook;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -140,12 +140,25 @@ struct Heard {
 #[derive(Clone)]
 pub struct BaseWatch {
     heard: mpsc::Sender<Heard>,
+    aliases: Aliases,
+    /// The match keys of every target's base, kept current by the watch:
+    /// every other push (nearly all of them) is skipped here, at no cost.
+    /// A std lock, held to read or replace the set, never across an `.await`.
+    keys: Arc<RwLock<HashSet<TagKey>>>,
 }
 
 impl BaseWatch {
-    /// Hands every push over for comparison with the bases of the targets; never waits.
+    /// Hands every push of a target's base over for comparison; never waits.
     pub fn heard(&self, pushes: &[TagPush]) {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         for push in pushes {
+            if !self
+                .aliases
+                .key(&push.reference)
+                .is_some_and(|key| keys.contains(&key))
+            {
+                continue;
+            }
             let heard = Heard {
                 reference: push.reference.without_digest(),
                 digest: push.digest.clone(),
@@ -177,11 +190,13 @@ impl Watcher {
         let caller = hook::Caller::new(self.config.format, self.config.token.clone())?;
         let (tx, rx) = mpsc::channel(HEARD_CAPACITY);
         let wake = Arc::new(Notify::new());
+        let this_aliases = self.aliases.clone();
         let this = Arc::new(self);
         if let Some(every) = this.config.poll_interval {
             info!(every = ?every, "Base images are polled.");
         }
-        let watch_task = tokio::spawn(this.clone().watch(rx, wake.clone(), stop.clone()));
+        let keys: Arc<RwLock<HashSet<TagKey>>> = Arc::default();
+        let watch_task = tokio::spawn(this.clone().watch(rx, keys.clone(), wake.clone(), stop.clone()));
         let call_task = tokio::spawn(this.call_loop(caller, wake, stop));
         let task = tokio::spawn(async move {
             for (name, task) in [("watch", watch_task), ("caller", call_task)] {
@@ -190,15 +205,25 @@ impl Watcher {
                 }
             }
         });
-        Ok((BaseWatch { heard: tx }, task))
+        let handle = BaseWatch {
+            heard: tx,
+            aliases: this_aliases,
+            keys,
+        };
+        Ok((handle, task))
     }
 
     async fn watch(
         self: Arc<Self>,
         mut heard: mpsc::Receiver<Heard>,
+        keys: Arc<RwLock<HashSet<TagKey>>>,
         wake: Arc<Notify>,
         stop: CancellationToken,
     ) {
+        let publish = |snapshot: &IndexSnapshot| {
+            let now: HashSet<TagKey> = self.bases(snapshot).into_keys().collect();
+            *keys.write().unwrap_or_else(PoisonError::into_inner) = now;
+        };
         let mut snapshot = self.snapshot.clone();
         let mut poll = self.config.poll_interval.map(|every| {
             let mut interval = tokio::time::interval(every);
@@ -208,6 +233,7 @@ impl Watcher {
         // Bases named without a digest whose first digest was looked for.
         let mut baselined: HashSet<TagKey> = HashSet::new();
         let current = snapshot.borrow_and_update().clone();
+        publish(&current);
         self.baseline(&current, &mut baselined).await;
         loop {
             tokio::select! {
@@ -221,6 +247,7 @@ impl Watcher {
                         return;
                     }
                     let current = snapshot.borrow_and_update().clone();
+                    publish(&current);
                     self.baseline(&current, &mut baselined).await;
                 }
                 _ = tick(&mut poll) => self.poll(&wake).await,
@@ -763,10 +790,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (up, up_seen) = receiver(vec![503]).await;
         let (refusing, refused_seen) = receiver(vec![403]).await;
+        // A redirect is not followed (it would take the token elsewhere): refused.
+        let (redirecting, redirected_seen) = receiver(vec![307]).await;
         {
             // Journaled by an earlier run that stopped before calling.
             let journal = Journal::open(dir.path()).unwrap();
             journal.request_rebuild(pending(&up, 'b')).await.unwrap().unwrap();
+            journal
+                .request_rebuild(pending(&redirecting, 'd'))
+                .await
+                .unwrap()
+                .unwrap();
             journal
                 .request_rebuild(pending(&refusing, 'c'))
                 .await
@@ -779,23 +813,27 @@ mod tests {
         let (_watch, task) = watcher(journal.clone(), notified.clone())
             .start(stop.clone())
             .unwrap();
-        wait_until("both calls finished", async || {
-            journal.pending_rebuilds().await.unwrap().is_empty()
+        wait_until("every call finished and told", async || {
+            journal.pending_rebuilds().await.unwrap().is_empty() && notified.lock().unwrap().len() == 3
         })
         .await;
         // The first answer was 503: called again, once it worked no more.
         assert_eq!(up_seen.lock().unwrap().len(), 2);
         assert_eq!(refused_seen.lock().unwrap().len(), 1, "a 403 is not retried");
+        assert_eq!(redirected_seen.lock().unwrap().len(), 1);
         let body: serde_json::Value = serde_json::from_str(&up_seen.lock().unwrap()[1]).unwrap();
         assert_eq!(body, hook::hoist_body(&pending(&up, 'b')));
         let notified = notified.lock().unwrap().clone();
-        assert_eq!(notified.len(), 2, "{notified:?}");
+        assert_eq!(notified.len(), 3, "{notified:?}");
         assert!(notified.iter().any(|n| n.ends_with("; rebuild requested")));
-        let refusal = notified.iter().find(|n| n.contains("refused")).unwrap();
-        assert!(
-            refusal.contains("HTTP 403") && !refusal.contains("s3cr3t"),
-            "{refusal}"
-        );
+        for status in ["HTTP 403", "HTTP 307"] {
+            let refusal = notified.iter().find(|n| n.contains(status)).unwrap();
+            assert!(
+                refusal.ends_with(&format!("; the rebuild hook refused the request ({status})")),
+                "{refusal}"
+            );
+        }
+        assert!(notified.iter().all(|n| !n.contains("s3cr3t")), "{notified:?}");
         stop.cancel();
         task.await.unwrap();
     }
