@@ -5,6 +5,8 @@
 //! [`Intake::read_body`], and turns it into updates with its own parser. From
 //! there every route is the same:
 //!
+//! 0. hand every push to the base-image watch ([`crate::base`]), which
+//!    compares the pushes of targets' base images with what they were built on;
 //! 1. keep the updates some target runs (all of them when peers are
 //!    configured: they are forwarded, and a peer's targets may run them);
 //! 2. give each kept update that names no digest (Docker Hub, Quay, Gitea, a
