@@ -14,7 +14,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::json;
 use url::Url;
 
-use crate::job::journal::Rebuild;
+use crate::journal::Rebuild;
 use crate::secret::Secret;
 
 /// The most time one call may take.
@@ -166,7 +166,7 @@ pub struct Caller {
 
 impl Caller {
     pub fn new(format: HookFormat, token: Option<Secret<String>>) -> Result<Caller, String> {
-        crate::notify::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             // A redirect would send the token somewhere the operator did not configure.

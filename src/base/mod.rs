@@ -37,15 +37,14 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::config::{parse_poll, Reader};
 use crate::deploy::Outcome;
 use crate::event::{Aliases, Digest, ImageRef, SourceKind, TagKey, TagPush};
 use crate::inventory::{IndexSnapshot, Target};
-use crate::job::journal::Rebuild;
-use crate::job::Journal;
+use crate::journal::{Journal, Rebuild};
 use crate::notify::{Notification, TargetReport};
 use crate::registry;
 use crate::secret::Secret;
+use crate::settings::{parse_poll, Reader};
 pub use hook::HookFormat;
 
 /// The variables this module reads (listed in `config::variables`).

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::{parse_duration, parse_poll};
 use crate::event::{Digest, ImageRef};
 use crate::secret::Secret;
+use crate::settings::{parse_duration, parse_poll};
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";
