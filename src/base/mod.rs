@@ -837,6 +837,38 @@ mod tests {
         task.await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_nobody_listens_on_stays_pending_and_is_called_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port nobody listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let down = Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let id = journal
+            .request_rebuild(pending(&down, 'b'))
+            .await
+            .unwrap()
+            .unwrap();
+        let notified: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (_watch, task) = watcher(journal.clone(), notified.clone())
+            .start(stop.clone())
+            .unwrap();
+        wait_until("called twice", async || {
+            journal.pending_rebuilds().await.unwrap()[0].attempts >= 2
+        })
+        .await;
+        let pending = journal.pending_rebuilds().await.unwrap();
+        assert_eq!((pending.len(), pending[0].id), (1, id), "still pending");
+        assert!(notified.lock().unwrap().is_empty(), "nothing to tell yet");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn the_message_says_what_moved_and_that_a_rebuild_was_requested() {
         let rebuild = Rebuild {
