@@ -359,7 +359,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         }
         watch_task.abort();
         adopt_task.abort();
-        base_task.abort();
+        // Cancelled with the server: ends at once, cutting off a call in flight.
+        if let Err(e) = base_task.await {
+            warn!(error = %e, "The base image task failed.");
+        }
         // 3. messages of finished jobs still go out, each briefly.
         notifier.shutdown(std::time::Duration::from_secs(10)).await;
         info!("Stopped.");

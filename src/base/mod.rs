@@ -196,11 +196,18 @@ impl Watcher {
         }
         let keys: Arc<RwLock<HashSet<TagKey>>> = Arc::default();
         let watch_task = tokio::spawn(this.clone().watch(rx, keys.clone(), wake.clone(), stop.clone()));
-        let call_task = tokio::spawn(this.call_loop(caller, wake, stop));
+        let call_task = tokio::spawn(this.call_loop(caller, wake, stop.clone()));
+        // At shutdown both stop where they are, even mid-call: a call cut off
+        // stays pending in the journal and is made again at the next start
+        // (at least once; never left to run on beside the next instance).
         let task = tokio::spawn(async move {
+            stop.cancelled().await;
             for (name, task) in [("watch", watch_task), ("caller", call_task)] {
+                task.abort();
                 if let Err(e) = task.await {
-                    warn!(error = %e, task = name, "A base image task failed.");
+                    if !e.is_cancelled() {
+                        warn!(error = %e, task = name, "A base image task failed.");
+                    }
                 }
             }
         });
