@@ -114,35 +114,30 @@ impl Serialize for TargetOptions {
 }
 
 /// Reads the base from the labels: the OCI labels first (what the image
-/// records), else `hoist.base`. A value that does not parse is a problem.
+/// records), else `hoist.base`.
+///
+/// The OCI labels come with the image, from whoever built it: a value that
+/// hoist cannot watch (no tag, not a reference, a bad digest) is passed over
+/// without a problem, since a problem would fail the target's updates for a
+/// label its owner may not control; `hoist.base` can name the base instead.
+/// A bad `hoist.base` is a problem, as every hoist label is.
 fn base_from(labels: &HashMap<String, String>, problems: &mut Vec<String>) -> Option<BaseImage> {
-    let reference = |key: &str, text: &str, problems: &mut Vec<String>| match ImageRef::parse(text.trim()) {
-        Ok(reference) if reference.tag().is_some() => Some(reference),
-        Ok(_) => {
-            problems.push(format!("label {key}={text:?}: the base must name a tag"));
-            None
-        }
-        Err(e) => {
-            problems.push(format!("label {key}={text:?}: {e}"));
-            None
-        }
-    };
-    if let Some(text) = labels.get(OCI_BASE_NAME).filter(|t| !t.trim().is_empty()) {
-        let name = reference(OCI_BASE_NAME, text, problems)?;
-        let digest = match labels
-            .get(OCI_BASE_DIGEST)
-            .map(|d| d.trim())
-            .filter(|d| !d.is_empty())
-        {
-            None => name.digest().cloned(),
-            Some(text) => match Digest::parse(text) {
-                Ok(digest) => Some(digest),
-                Err(e) => {
-                    problems.push(format!("label {OCI_BASE_DIGEST}={text:?}: {e}"));
-                    None
+    let tagged = |text: &str| {
+        ImageRef::parse(text.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                if r.tag().is_some() {
+                    Ok(r)
+                } else {
+                    Err("the base must name a tag".into())
                 }
-            },
-        };
+            })
+    };
+    if let Some(name) = labels.get(OCI_BASE_NAME).and_then(|text| tagged(text).ok()) {
+        let digest = labels
+            .get(OCI_BASE_DIGEST)
+            .and_then(|text| Digest::parse(text.trim()).ok())
+            .or_else(|| name.digest().cloned());
         return Some(BaseImage {
             name: name.without_digest(),
             digest,
@@ -150,12 +145,17 @@ fn base_from(labels: &HashMap<String, String>, problems: &mut Vec<String>) -> Op
         });
     }
     let text = labels.get(BASE)?;
-    let name = reference(BASE, text, problems)?;
-    Some(BaseImage {
-        digest: name.digest().cloned(),
-        name: name.without_digest(),
-        from: "label",
-    })
+    match tagged(text) {
+        Ok(name) => Some(BaseImage {
+            digest: name.digest().cloned(),
+            name: name.without_digest(),
+            from: "label",
+        }),
+        Err(why) => {
+            problems.push(format!("label {BASE}={text:?}: {why}"));
+            None
+        }
+    }
 }
 
 /// `hoist.rebuild-hook`: an http(s) URL. The problem text never repeats the
@@ -419,7 +419,6 @@ mod tests {
         for (key, value) in [
             (BASE, "UPPER/Case:1"),
             (BASE, "registry.example.test/base@sha256:abc"),
-            (OCI_BASE_NAME, "not a reference"),
             (BASE, "🙂"),
             (BASE, "\u{0}"),
             (BASE, "base/img:"),
@@ -429,11 +428,30 @@ mod tests {
             assert!(options.enabled && options.base.is_none(), "{key}={value:?}");
             assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
         }
+        // The image's own labels are never a problem (its owner may not control
+        // them): what cannot be watched is passed over, and hoist.base may name the base.
         let (options, problems) = TargetOptions::from_labels(&labels(&[
             (OCI_BASE_NAME, "registry.example.test/base/img:1"),
             (OCI_BASE_DIGEST, "sha256:short"),
         ]));
-        assert_eq!((options.base.unwrap().digest, problems.len()), (None, 1));
+        assert_eq!((options.base.unwrap().digest, problems.len()), (None, 0));
+        for name in [
+            "not a reference",
+            "registry.example.test/base/img@sha256:abc",
+            "🙂",
+        ] {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(OCI_BASE_NAME, name)]));
+            assert_eq!((options.base, problems.len()), (None, 0), "{name}");
+            let (options, problems) = TargetOptions::from_labels(&labels(&[
+                (OCI_BASE_NAME, name),
+                (BASE, "registry.example.test/base/img:1"),
+            ]));
+            assert_eq!(
+                (options.base.unwrap().from, problems.len()),
+                ("label", 0),
+                "{name}"
+            );
+        }
         for value in ["ftp://ci.example.test/x", "not a url s3cr3t", "http://"] {
             let (options, problems) = TargetOptions::from_labels(&labels(&[(REBUILD_HOOK, value)]));
             assert!(options.rebuild_hook.is_none());
