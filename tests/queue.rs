@@ -61,7 +61,7 @@ async fn wait_until_queue_is(hoist: &Hoist, waiting: u64, keys: Option<u64>, wit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
-    // One job runs at a time and two may wait; the registry sends nothing
+    // One engine operation at a time and two jobs may wait; the registry sends nothing
     // itself (the test delivers its notifications, to control their timing).
     let hoist = Hoist::start(&[
         ("HOIST_QUEUE_CAPACITY", "2"),
