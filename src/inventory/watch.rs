@@ -102,6 +102,15 @@ const INSPECTS_AT_ONCE: usize = 16;
 /// index is built from the one list call; only containers whose listing
 /// lacks their image reference are inspected, concurrently.
 pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
+    // The services (a swarm role check first) are asked for meanwhile.
+    let (containers, services) = tokio::join!(list_containers(engine), discovery::list_targets(engine));
+    let mut targets = containers?;
+    targets.extend(services?);
+    Ok(targets)
+}
+
+/// Every labelled container, from the list call and the inspects it needs.
+async fn list_containers(engine: &Engine) -> Result<Vec<Target>, EngineError> {
     let listed = engine.list_labelled().await?;
     let mut targets = Vec::with_capacity(listed.len());
     let mut lacking = Vec::new();
@@ -137,7 +146,6 @@ pub async fn list_targets(engine: &Engine) -> Result<Vec<Target>, EngineError> {
             Err(e) => return Err(e),
         }
     }
-    targets.extend(discovery::list_targets(engine).await?);
     Ok(targets)
 }
 
@@ -201,10 +209,11 @@ pub async fn run(
             engine.container_events().map(|e| e.map(Change::Container)),
             engine.service_events().map(|e| e.map(Change::Service)),
         ));
-        let manager = is_manager(&engine).await;
+        // Side by side: with a thousand containers the list is what takes time.
+        let (manager, listed) = tokio::join!(is_manager(&engine), list_targets(&engine));
         let mut role_check = tokio::time::interval(ROLE_CHECK);
         role_check.tick().await;
-        match list_targets(&engine).await {
+        match listed {
             Ok(targets) => {
                 let count = targets.len();
                 index.replace_all(targets);
