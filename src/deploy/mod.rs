@@ -11,10 +11,12 @@
 //! of the engine (or journal) that call for another try.
 
 pub mod container;
+pub mod dependents;
 pub mod engine;
 pub mod health;
 pub mod pull;
 pub mod recreate;
+pub mod selfupdate;
 pub mod service;
 
 use std::fmt;

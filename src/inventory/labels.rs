@@ -20,6 +20,9 @@ pub const HEALTH_GRACE: &str = "hoist.health.grace";
 /// The most time the new container gets to come up (overrides `HOIST_HEALTH_DEADLINE`).
 pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
 
+/// Update and gate one target of a push first, the rest only once it is healthy.
+pub const CANARY: &str = "hoist.canary";
+
 /// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
 pub const POLL: &str = "hoist.poll";
 
@@ -69,6 +72,8 @@ pub struct TargetOptions {
     /// `hoist.poll`: `None` when the label is absent (the global interval
     /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
     pub poll: Option<Option<Duration>>,
+    /// `hoist.canary=true`: a push of this target's image goes to one target first.
+    pub canary: bool,
 }
 
 impl TargetOptions {
@@ -90,6 +95,7 @@ impl TargetOptions {
         let opt_in: Vec<Option<bool>> = OPT_IN.iter().map(|key| flag(key)).collect();
         let labelled = opt_in.contains(&Some(true));
         let monitor_only = flag(MONITOR_ONLY).unwrap_or(false);
+        let canary = flag(CANARY).unwrap_or(false);
         let seed_label_form = labels
             .iter()
             .any(|(key, value)| is_seed_form_key(key) && value.trim().is_empty());
@@ -121,6 +127,7 @@ impl TargetOptions {
                 health_deadline,
                 seed_label_form: seed_label_form && !labelled,
                 poll,
+                canary,
             },
             problems,
         )

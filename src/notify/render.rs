@@ -442,6 +442,7 @@ pub(crate) mod tests {
             old_digest: Some(digest('a')),
             outcome,
             note: None,
+            dependents: Vec::new(),
         }
     }
 
