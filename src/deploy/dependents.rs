@@ -429,6 +429,7 @@ pub async fn recover(engine: &Engine, records: &[StepRecord], log: &StepLog) -> 
         .filter(|r| r.step == steps::PARKING)
         .map(|r| r.target.as_str())
         .collect();
+    names.sort();
     names.dedup();
     for name in names {
         let mine: Vec<&StepRecord> = records.iter().filter(|r| r.target == name).collect();
