@@ -246,6 +246,21 @@ async fn bring_back(engine: &Engine, record: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// A dependent that is not a target of the push keeps the very image it
+/// ran: when its tag has moved since (a pull, or this very push of a tag it
+/// shares with its target), it is recreated from the image ID instead.
+async fn keep_own_image(engine: &Engine, details: &ContainerDetails, spec: &mut recreate::CreateSpec) {
+    let reference = details.image_reference();
+    let moved = match engine.inspect_image(reference).await {
+        Ok(image) => image.id() != details.image_id(),
+        Err(_) => true,
+    };
+    if moved {
+        warn!(container = details.name(), image = reference, "Its tag now names another image; it is recreated on the image it ran.");
+        spec.body.image = Some(details.image_id().to_string());
+    }
+}
+
 /// Rewrites the dependent's references to the old target so they name the new one.
 fn rewire(spec: &mut recreate::CreateSpec, old_target_id: &str, new_target_id: &str) {
     let Some(host) = spec.body.host_config.as_mut() else {
@@ -305,6 +320,9 @@ impl Dependents {
             let mut spec = recreate::spec(&dependent.details, &old_image, &new_image)
                 .map_err(|e| fail(format!("cannot read its configuration: {e}")))?;
             rewire(&mut spec, &dependent.record.old_target_id, new_target_id);
+            if dependent.new_image.is_none() {
+                keep_own_image(engine, &dependent.details, &mut spec).await;
+            }
             let id = engine
                 .create(&name, &spec)
                 .await
