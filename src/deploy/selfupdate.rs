@@ -273,10 +273,33 @@ pub async fn relay(
             }
         }
     };
-    let log = StepLog::new(journal, crate::job::JobId(0), None);
+    // Steps belong to a job: one for this update, in the relay's own journal.
+    let job = async {
+        let reference = crate::event::ImageRef::parse("hoist").map_err(|e| e.to_string())?;
+        let digest = crate::event::Digest::parse(new_image.id()).map_err(|e| e.to_string())?;
+        let event = crate::event::ImageEvent {
+            reference,
+            digest,
+            source: crate::event::SourceKind::Ci,
+            delivery_id: None,
+            actor: None,
+            received_at: chrono::Utc::now(),
+        };
+        match journal.accept(&event).await.map_err(|e| e.to_string())? {
+            crate::job::journal::Acceptance::New(id) | crate::job::journal::Acceptance::Duplicate(id) => {
+                Ok::<_, String>(id)
+            }
+        }
+    }
+    .await;
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => return Outcome::Failed { reason: format!("the relay cannot keep its steps: {e}") },
+    };
+    let log = StepLog::new(journal, job, None);
     info!(container = name, image = new_image_id, "Relay: updating hoist.");
     let done = super::container::update(engine, name, &new_image, "", settings, &log).await;
-    info!(container = name, outcome = %done.outcome, "Relay: done.");
+    info!(container = name, outcome = ?done.outcome, "Relay: done.");
     done.outcome
 }
 
