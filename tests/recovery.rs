@@ -310,12 +310,18 @@ async fn killed_with_a_sidecar_after(step: &str) {
     let first = HoistProcess::start(port, state.path(), Some(step));
     wait_for_target(port, &vpn, &first).await;
     let new_digest = build_and_push(&tag, "v2", Behaviour::Serve);
-    first.wait_for_line("Fault injection: paused after this step.", Duration::from_secs(60));
+    first.wait_for_line(
+        "Fault injection: paused after this step.",
+        Duration::from_secs(60),
+    );
     first.kill();
 
     let second = HoistProcess::start(port, state.path(), None);
     let job = wait_for_job(port, &new_digest, &second).await;
-    assert_eq!(job["targets"][0]["outcome"]["result"], "updated", "after a crash at {step}: {job}");
+    assert_eq!(
+        job["targets"][0]["outcome"]["result"], "updated",
+        "after a crash at {step}: {job}"
+    );
     assert!(
         second.log().contains("Interrupted dependent repaired."),
         "the sidecar was repaired after {step}:\n{}",
@@ -330,9 +336,15 @@ async fn killed_with_a_sidecar_after(step: &str) {
         "the sidecar is in the updated target's namespace"
     );
     assert_eq!(after["State"]["Running"], true);
-    assert_eq!(after["Image"], sidecar_image, "an unlabelled dependent keeps its image");
+    assert_eq!(
+        after["Image"], sidecar_image,
+        "an unlabelled dependent keeps its image"
+    );
     for leftover in [format!("{vpn}-hoist-old"), format!("{sidecar}-hoist-old")] {
-        assert!(!docker_quiet(&["inspect", &leftover]), "{leftover} left after {step}");
+        assert!(
+            !docker_quiet(&["inspect", &leftover]),
+            "{leftover} left after {step}"
+        );
     }
     drop(second);
     drop(registry);

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::container::outcome;
-use crate::harness::{build_and_push, build_image, docker, image_id, inspect, unique, Behaviour, Cleanup, Hoist, Registry};
+use crate::harness::{
+    build_and_push, build_image, docker, image_id, inspect, unique, Behaviour, Cleanup, Hoist, Registry,
+};
 
 const JOB_WAIT: Duration = Duration::from_secs(120);
 
@@ -69,7 +71,11 @@ async fn a_sidecar_in_the_targets_namespace_follows_it_and_rolls_back_with_it() 
     let job = hoist.wait_for_job(&tag, &v2, JOB_WAIT).await;
     assert_eq!(outcome(&job, &vpn)["result"], "updated", "{job}");
     let listed = dependents(&job, &vpn);
-    assert_eq!(listed[0]["name"], sidecar.as_str(), "the report lists the sidecar under its target: {job}");
+    assert_eq!(
+        listed[0]["name"],
+        sidecar.as_str(),
+        "the report lists the sidecar under its target: {job}"
+    );
     assert_eq!(listed[0]["outcome"]["result"], "updated", "{job}");
     let new_vpn = inspect(&vpn);
     let after = inspect(&sidecar);
@@ -79,20 +85,37 @@ async fn a_sidecar_in_the_targets_namespace_follows_it_and_rolls_back_with_it() 
         "the sidecar joined the new vpn's namespace"
     );
     assert_eq!(after["State"]["Running"], true);
-    assert_eq!(after["Image"], image_id(&sidecar_image), "a dependent keeps its own image");
+    assert_eq!(
+        after["Image"],
+        image_id(&sidecar_image),
+        "a dependent keeps its own image"
+    );
     assert_eq!(fetch_from_sidecar(&sidecar), "v2", "it reaches the new vpn");
-    assert!(!crate::harness::docker_quiet(&["inspect", &format!("{sidecar}-hoist-old")]));
+    assert!(!crate::harness::docker_quiet(&[
+        "inspect",
+        &format!("{sidecar}-hoist-old")
+    ]));
 
     // A bad image: the vpn rolls back, and the sidecar is attached to the restored one.
     let sidecar_before = inspect(&sidecar)["Id"].clone();
     let v3 = build_and_push(&tag, "v3", Behaviour::Crash);
     let job = hoist.wait_for_job(&tag, &v3, JOB_WAIT).await;
     assert_eq!(outcome(&job, &vpn)["result"], "rolled_back", "{job}");
-    assert_eq!(dependents(&job, &vpn)[0]["outcome"]["result"], "rolled_back", "{job}");
+    assert_eq!(
+        dependents(&job, &vpn)[0]["outcome"]["result"],
+        "rolled_back",
+        "{job}"
+    );
     let restored = inspect(&vpn);
-    assert_eq!(restored["Id"], new_vpn["Id"], "the vpn from before the push is back");
+    assert_eq!(
+        restored["Id"], new_vpn["Id"],
+        "the vpn from before the push is back"
+    );
     let after = inspect(&sidecar);
-    assert_eq!(after["Id"], sidecar_before, "the sidecar from before the push is back");
+    assert_eq!(
+        after["Id"], sidecar_before,
+        "the sidecar from before the push is back"
+    );
     assert_eq!(
         after["HostConfig"]["NetworkMode"],
         format!("container:{}", restored["Id"].as_str().unwrap())
@@ -103,10 +126,21 @@ async fn a_sidecar_in_the_targets_namespace_follows_it_and_rolls_back_with_it() 
 }
 
 /// Samples how many of `names` run, until told to stop; returns the fewest seen.
-fn sample_running(label: String, stop: Arc<AtomicBool>, fewest: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
+fn sample_running(
+    label: String,
+    stop: Arc<AtomicBool>,
+    fewest: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
-            let running = docker(&["ps", "-q", "--filter", &format!("label={label}"), "--filter", "status=running"]);
+            let running = docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label={label}"),
+                "--filter",
+                "status=running",
+            ]);
             let count = running.lines().filter(|l| !l.is_empty()).count();
             fewest.fetch_min(count, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(50));
@@ -157,7 +191,10 @@ async fn replicas_of_a_compose_service_are_rolled_one_at_a_time() {
         assert_eq!(inspect(name)["Image"], image_id(&tag));
     }
     let fewest = fewest.load(Ordering::SeqCst);
-    assert!(fewest >= 2, "never fewer than 2 of 3 running during the roll; saw {fewest}");
+    assert!(
+        fewest >= 2,
+        "never fewer than 2 of 3 running during the roll; saw {fewest}"
+    );
 
     // A bad image stops after the first replica; the others stay on v2.
     let before: Vec<Value> = replicas.iter().map(|n| inspect(n)["Id"].clone()).collect();
@@ -169,7 +206,10 @@ async fn replicas_of_a_compose_service_are_rolled_one_at_a_time() {
         let result = outcome(&job, name);
         assert_eq!(result["result"], "failed", "{job}");
         assert!(
-            result["reason"].as_str().unwrap().contains("stays on the old image"),
+            result["reason"]
+                .as_str()
+                .unwrap()
+                .contains("stays on the old image"),
             "{result}"
         );
         let now = inspect(name);

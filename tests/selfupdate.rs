@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{docker, docker_quiet, free_port, image_id, inspect, push, unique, Cleanup, Registry, TOKEN};
+use crate::harness::{
+    docker, docker_quiet, free_port, image_id, inspect, push, unique, Cleanup, Registry, TOKEN,
+};
 
 /// Builds `tag` FROM `base` with more Dockerfile lines.
 fn derive(base: &str, tag: &str, lines: &str) {
@@ -21,7 +23,11 @@ fn derive(base: &str, tag: &str, lines: &str) {
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn history(http: &reqwest::Client, port: u16) -> Option<Value> {
@@ -49,7 +55,14 @@ async fn wait_for_job(http: &reqwest::Client, port: u16, digest: &str, name: &st
         assert!(
             Instant::now() < deadline,
             "no job for {digest}; state {}; logs:\n{}",
-            docker(&["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Names}} {{.Image}} {{.Status}}"]),
+            docker(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("name={name}"),
+                "--format",
+                "{{.Names}} {{.Image}} {{.Status}}"
+            ]),
             docker(&["logs", "--tail", "60", name])
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -79,7 +92,11 @@ async fn hoist_updates_itself_and_survives_a_bad_image_of_itself() {
         .args([script, env!("CARGO_BIN_EXE_hoist"), &packaged])
         .output()
         .unwrap();
-    assert!(output.status.success(), "packaging failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "packaging failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let tag = format!("{}:1", registry.repo(&unique("hoist")));
     clean.image(&tag);
     derive(&packaged, &tag, "LABEL hoist.test.version=v1");
@@ -114,7 +131,11 @@ async fn hoist_updates_itself_and_survives_a_bad_image_of_itself() {
     // Ready, and the first push (the image it already runs) is a job it finished.
     let deadline = Instant::now() + Duration::from_secs(60);
     while history(&http, port).await.is_none() {
-        assert!(Instant::now() < deadline, "hoist did not start: {}", docker(&["logs", &name]));
+        assert!(
+            Instant::now() < deadline,
+            "hoist did not start: {}",
+            docker(&["logs", &name])
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let v1 = push(&tag);
@@ -136,22 +157,39 @@ async fn hoist_updates_itself_and_survives_a_bad_image_of_itself() {
         .iter()
         .filter_map(|m| m["Name"].as_str())
         .collect();
-    assert!(volumes.contains(&volume.as_str()), "the same state volume: {volumes:?}");
+    assert!(
+        volumes.contains(&volume.as_str()),
+        "the same state volume: {volumes:?}"
+    );
     let history_now = history(&http, port).await.unwrap();
     assert!(
-        history_now["jobs"].as_array().unwrap().iter().any(|j| j["new_digest"] == v1),
+        history_now["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["new_digest"] == v1),
         "the journal carried on: the earlier job is still in the history"
     );
 
     // A bad new hoist (it exits at once): the old one runs again under the name.
-    derive(&packaged, &tag, "LABEL hoist.test.version=v3\nCMD [\"no-such-command\"]");
+    derive(
+        &packaged,
+        &tag,
+        "LABEL hoist.test.version=v3\nCMD [\"no-such-command\"]",
+    );
     let v3 = push(&tag);
     let job = wait_for_job(&http, port, &v3, &name).await;
     assert_eq!(target_outcome(&job, &name)["result"], "rolled_back", "{job}");
     let now = inspect(&name);
-    assert_eq!(now["Image"], v2_id, "the hoist from before the push is back under the name");
+    assert_eq!(
+        now["Image"], v2_id,
+        "the hoist from before the push is back under the name"
+    );
     assert_eq!(now["State"]["Running"], true);
-    assert!(!docker_quiet(&["inspect", &format!("{name}-hoist-old")]), "nothing left parked");
+    assert!(
+        !docker_quiet(&["inspect", &format!("{name}-hoist-old")]),
+        "nothing left parked"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while docker_quiet(&["inspect", &format!("{name}-hoist-relay")]) {
         assert!(Instant::now() < deadline, "the relay removed itself");

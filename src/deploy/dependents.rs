@@ -256,7 +256,11 @@ async fn keep_own_image(engine: &Engine, details: &ContainerDetails, spec: &mut 
         Err(_) => true,
     };
     if moved {
-        warn!(container = details.name(), image = reference, "Its tag now names another image; it is recreated on the image it ran.");
+        warn!(
+            container = details.name(),
+            image = reference,
+            "Its tag now names another image; it is recreated on the image it ran."
+        );
         spec.body.image = Some(details.image_id().to_string());
     }
 }

@@ -294,7 +294,11 @@ pub async fn relay(
     .await;
     let job = match job {
         Ok(job) => job,
-        Err(e) => return Outcome::Failed { reason: format!("the relay cannot keep its steps: {e}") },
+        Err(e) => {
+            return Outcome::Failed {
+                reason: format!("the relay cannot keep its steps: {e}"),
+            }
+        }
     };
     let log = StepLog::new(journal, job, None);
     info!(container = name, image = new_image_id, "Relay: updating hoist.");

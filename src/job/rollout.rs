@@ -36,6 +36,9 @@ pub struct Plan {
     pub own: Option<Target>,
 }
 
+/// A compose service: project and service name.
+type Service = (String, String);
+
 /// Lays the targets out. `owner_of` maps a target's name to the name of
 /// another target of the push it depends on; `is_own` tells hoist's own container.
 pub fn plan(
@@ -45,7 +48,7 @@ pub fn plan(
     is_own: impl Fn(&Target) -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut lanes: Vec<(Option<(String, String)>, Vec<Target>)> = Vec::new();
+    let mut lanes: Vec<(Option<Service>, Vec<Target>)> = Vec::new();
     let mut carried: Vec<Target> = Vec::new();
     let mut targets = targets;
     targets.sort_by(|a, b| a.name.cmp(&b.name));

@@ -391,6 +391,15 @@ impl Runner {
         targets.sort();
         targets.dedup();
         for target in targets.iter().copied() {
+            // Finished before hoist stopped (the targets before its own update,
+            // say): reported as it ended, not as current when the job runs again.
+            let last = steps.iter().rev().find(|s| s.target == target);
+            if last
+                .is_some_and(|s| s.step == container::steps::DONE && s.detail.as_deref() == Some("updated"))
+            {
+                job.recovered.push((target.to_string(), Outcome::Updated));
+                continue;
+            }
             // hoist's own update, handed to a relay: its outcome is a verdict, not run again.
             if let Some(outcome) = selfupdate::recover(&self.engine, target, &steps, log).await {
                 job.recovered.push((target.to_string(), outcome.clone()));
