@@ -254,3 +254,65 @@ async fn a_canary_with_a_bad_image_is_the_only_container_touched() {
     }
     hoist.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_that_is_a_target_too_is_updated_once() {
+    let hoist = Hoist::start(&[]).await;
+    let registry = Registry::start(&hoist.hook_url());
+    let mut clean = Cleanup::default();
+    let tag = format!("{}:1", registry.repo(&unique("pair")));
+    clean.image(&tag);
+    build_and_push(&tag, "v1", Behaviour::Serve);
+    let (vpn, sidecar) = (unique("vpn"), unique("sidecar"));
+    clean.container(&sidecar);
+    clean.container(&vpn);
+    docker(&["run", "-d", "--name", &vpn, "--label", "hoist.enable=true", &tag]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &sidecar,
+        "--label",
+        "hoist.enable=true",
+        "--network",
+        &format!("container:{vpn}"),
+        &tag,
+        "/bin/sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 100000 & wait",
+    ]);
+    hoist.wait_for_target(&vpn).await;
+    hoist.wait_for_target(&sidecar).await;
+    // With fractions of a second: the `docker run` above may be in the same second.
+    let now = chrono::Utc::now();
+    let started = format!("{}.{:09}", now.timestamp(), now.timestamp_subsec_nanos());
+    let v2 = build_and_push(&tag, "v2", Behaviour::Serve);
+    let job = hoist.wait_for_job(&tag, &v2, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &vpn)["result"], "updated", "{job}");
+    assert_eq!(outcome(&job, &sidecar)["result"], "updated", "{job}");
+    assert_eq!(dependents(&job, &vpn)[0]["name"], sidecar.as_str(), "{job}");
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let creates = docker(&[
+        "events",
+        "--since",
+        &started,
+        "--until",
+        &until,
+        "--filter",
+        "event=create",
+        "--filter",
+        &format!("container={sidecar}"),
+    ]);
+    assert_eq!(
+        creates.lines().count(),
+        1,
+        "the sidecar was created once: {creates}"
+    );
+    let after = inspect(&sidecar);
+    assert_eq!(after["Image"], image_id(&tag), "on the new image");
+    assert_eq!(
+        after["HostConfig"]["NetworkMode"],
+        format!("container:{}", inspect(&vpn)["Id"].as_str().unwrap())
+    );
+    hoist.stop().await;
+}

@@ -120,11 +120,36 @@ pub fn depends_on(dependent: &ContainerDetails, target_id: &str, target_name: &s
 }
 
 /// Every container whose configuration names `target` (parked ones aside).
+/// The list call narrows the search: only a container in another's network
+/// namespace, one sharing a mount with the target, or one the target's
+/// names show as linking to it (`/<linker>/<alias>`) is inspected.
 pub async fn find(engine: &Engine, target: &ContainerDetails) -> Result<Vec<ContainerDetails>, EngineError> {
-    let ids = engine.list_all_ids().await?;
+    let briefs = engine.list_briefs().await?;
     let (target_id, target_name) = (target.id().to_string(), target.name().to_string());
-    let found: Vec<Result<Option<ContainerDetails>, EngineError>> = futures_util::stream::iter(ids)
-        .filter(|id| std::future::ready(*id != target_id))
+    let target_mounts = target.mount_keys();
+    let linkers: Vec<String> = briefs
+        .iter()
+        .filter(|b| b.id == target_id)
+        .flat_map(|b| b.names.iter())
+        .filter_map(|n| {
+            n.trim_start_matches('/')
+                .split_once('/')
+                .map(|(linker, _)| format!("/{linker}"))
+        })
+        .collect();
+    let candidates: Vec<String> = briefs
+        .into_iter()
+        .filter(|b| b.id != target_id)
+        .filter(|b| {
+            b.network_mode
+                .as_deref()
+                .is_some_and(|m| m.starts_with("container:"))
+                || b.mounts.iter().any(|m| target_mounts.contains(m))
+                || b.names.iter().any(|n| linkers.contains(n))
+        })
+        .map(|b| b.id)
+        .collect();
+    let found: Vec<Result<Option<ContainerDetails>, EngineError>> = futures_util::stream::iter(candidates)
         .map(|id| {
             let (target_id, target_name) = (&target_id, &target_name);
             async move {

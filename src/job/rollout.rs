@@ -171,6 +171,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::event::ImageRef;
     use crate::inventory::{TargetId, TargetOptions};
@@ -253,6 +255,30 @@ mod tests {
         fn passed(&self) -> bool {
             self.1
         }
+    }
+
+    #[tokio::test]
+    async fn lanes_run_side_by_side() {
+        // Each of two lanes' first target waits for the other: sequential lanes would never finish.
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let targets = vec![
+            target("w1", Some("web")),
+            target("w2", Some("web")),
+            target("x", None),
+        ];
+        let plan = plan(targets, false, &HashMap::new(), |_| false);
+        let update = |t: Target| {
+            let barrier = barrier.clone();
+            async move {
+                if t.name != "w2" {
+                    barrier.wait().await;
+                }
+                R(t.name, true)
+            }
+        };
+        let held = |t: &Target, _: String| R(t.name.clone(), false);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), run(plan, 4, update, held)).await;
+        assert_eq!(done.expect("lanes ran side by side").len(), 3);
     }
 
     #[tokio::test]
