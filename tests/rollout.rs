@@ -316,3 +316,88 @@ async fn a_dependent_that_is_a_target_too_is_updated_once() {
     );
     hoist.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_that_take_its_volumes_or_link_to_it_follow_the_target() {
+    let hoist = Hoist::start(&[]).await;
+    let registry = Registry::start(&hoist.hook_url());
+    let mut clean = Cleanup::default();
+    let tag = format!("{}:1", registry.repo(&unique("data")));
+    let other_image = format!("{}:local", unique("user-image"));
+    clean.image(&tag);
+    clean.image(&other_image);
+    build_and_push(&tag, "v1", Behaviour::Serve);
+    build_image(&other_image, "u1", Behaviour::Serve);
+    let (target, reader, linker) = (unique("data"), unique("reader"), unique("linker"));
+    for name in [&reader, &linker, &target] {
+        clean.container(name);
+    }
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &target,
+        "--label",
+        "hoist.enable=true",
+        &tag,
+    ]);
+    docker(&["exec", &target, "sh", "-c", "echo kept > /data/file"]);
+    let wait = "trap 'exit 0' TERM; sleep 100000 & wait";
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &reader,
+        "--volumes-from",
+        &target,
+        &other_image,
+        "/bin/sh",
+        "-c",
+        wait,
+    ]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &linker,
+        "--link",
+        &format!("{target}:backend"),
+        &other_image,
+        "/bin/sh",
+        "-c",
+        wait,
+    ]);
+    hoist.wait_for_target(&target).await;
+
+    let v2 = build_and_push(&tag, "v2", Behaviour::Serve);
+    let job = hoist.wait_for_job(&tag, &v2, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &target)["result"], "updated", "{job}");
+    let mut listed: Vec<String> = dependents(&job, &target)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["name"].as_str().unwrap(),
+                d["outcome"]["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut expected = vec![format!("{linker} updated"), format!("{reader} updated")];
+    expected.sort();
+    assert_eq!(listed, expected, "{job}");
+    assert_eq!(inspect(&reader)["State"]["Running"], true);
+    assert_eq!(
+        docker(&["exec", &reader, "cat", "/data/file"]),
+        "kept",
+        "the volumes still shared"
+    );
+    assert_eq!(
+        docker(&["exec", &linker, "wget", "-q", "-O", "-", "http://backend:8080/"]),
+        "v2",
+        "the link reaches the new target"
+    );
+    hoist.stop().await;
+}
