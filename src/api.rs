@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::deploy::engine::Engine;
+use crate::engine::Engine;
 use crate::inventory::IndexSnapshot;
 use crate::job::Journal;
 

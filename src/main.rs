@@ -135,9 +135,7 @@ async fn relay(container: String, image: String) -> ExitCode {
     };
     hoist::telemetry::init_logging(config.log_format);
     let engine =
-        match hoist::deploy::engine::Engine::connect(config.docker_host.as_deref(), config.engine_timeout)
-            .await
-        {
+        match hoist::engine::Engine::connect(config.docker_host.as_deref(), config.engine_timeout).await {
             Ok(engine) => engine,
             Err(e) => {
                 tracing::error!(error = %e, "The relay cannot reach the engine; hoist is left as it is.");

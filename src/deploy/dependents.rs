@@ -28,11 +28,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::engine::{ContainerDetails, Engine, EngineError, ImageDetails, RestartPolicyName};
+use super::health::HealthConfig;
 use super::{health, recreate, DeployError, Outcome, StepLog};
-use crate::config::HealthConfig;
+use crate::engine::{ContainerDetails, CreateSpec, Engine, EngineError, ImageDetails, RestartPolicyName};
 use crate::inventory::PARKED_SUFFIX;
-use crate::job::journal::StepRecord;
+use crate::journal::StepRecord;
 
 /// Journaled step names of a dependent (its own name is the record's target).
 pub mod steps {
@@ -274,7 +274,7 @@ async fn bring_back(engine: &Engine, record: &Record) -> Result<(), String> {
 /// A dependent that is not a target of the push keeps the very image it
 /// ran: when its tag has moved since (a pull, or this very push of a tag it
 /// shares with its target), it is recreated from the image ID instead.
-async fn keep_own_image(engine: &Engine, details: &ContainerDetails, spec: &mut recreate::CreateSpec) {
+async fn keep_own_image(engine: &Engine, details: &ContainerDetails, spec: &mut CreateSpec) {
     let reference = details.image_reference();
     let moved = match engine.inspect_image(reference).await {
         Ok(image) => image.id() != details.image_id(),
@@ -291,7 +291,7 @@ async fn keep_own_image(engine: &Engine, details: &ContainerDetails, spec: &mut 
 }
 
 /// Rewrites the dependent's references to the old target so they name the new one.
-fn rewire(spec: &mut recreate::CreateSpec, old_target_id: &str, new_target_id: &str) {
+fn rewire(spec: &mut CreateSpec, old_target_id: &str, new_target_id: &str) {
     let Some(host) = spec.body.host_config.as_mut() else {
         return;
     };
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn rewiring_points_id_references_at_the_new_target_and_keeps_names() {
         let (old, new) = ("a".repeat(64), "b".repeat(64));
-        let mut spec = recreate::CreateSpec {
+        let mut spec = CreateSpec {
             body: bollard::models::ContainerCreateBody {
                 host_config: Some(bollard::models::HostConfig {
                     network_mode: Some(format!("container:{old}")),

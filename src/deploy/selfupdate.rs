@@ -24,9 +24,9 @@ use bollard::models::{ContainerCreateBody, HealthConfig as ImageHealth, HostConf
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::engine::{ContainerDetails, Engine, EngineError, ImageDetails};
-use super::{recreate::CreateSpec, DeployError, Outcome, StepLog};
-use crate::job::journal::StepRecord;
+use super::{DeployError, Outcome, StepLog};
+use crate::engine::{ContainerDetails, CreateSpec, Engine, EngineError, ImageDetails};
+use crate::journal::StepRecord;
 
 /// The relay container's name: `<hoist's name>-hoist-relay`.
 pub const RELAY_SUFFIX: &str = "-hoist-relay";
@@ -265,7 +265,7 @@ pub async fn relay(
         }
     };
     // Its own journal: the update's steps only matter while it runs.
-    let journal = match crate::job::Journal::open(scratch) {
+    let journal = match crate::journal::Journal::open(scratch) {
         Ok(journal) => journal,
         Err(e) => {
             return Outcome::Failed {
@@ -286,7 +286,7 @@ pub async fn relay(
             received_at: chrono::Utc::now(),
         };
         match journal.accept(&event).await.map_err(|e| e.to_string())? {
-            crate::job::journal::Acceptance::New(id) | crate::job::journal::Acceptance::Duplicate(id) => {
+            crate::journal::Acceptance::New(id) | crate::journal::Acceptance::Duplicate(id) => {
                 Ok::<_, String>(id)
             }
         }
