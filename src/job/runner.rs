@@ -76,6 +76,10 @@ const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::fr
 /// each try stops and restarts the old container.
 const TRIES_ON_ENGINE_ERRORS: u32 = 3;
 
+/// How long hoist waits, after handing its own update to the relay, to be
+/// stopped by it; past that the relay is taken to have failed.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5 * 60);
+
 /// What the job-level "interrupted by" is called when hoist itself stopped.
 const HOIST_STOPPED: &str = "hoist stopped";
 
@@ -185,7 +189,7 @@ impl Runner {
         let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause.clone())
             .with_received_at(job.event.received_at);
         // Half done by an earlier run of hoist: safe first, superseded or not.
-        let (mut interruptions, settled) = self.recover_interrupted(&mut job, &log).await;
+        let (mut interruptions, mut settled) = self.recover_interrupted(&mut job, &log).await;
         let event = &job.event;
         let mut known = self.recovered_targets(&job).await;
         let mut queued = Some(queued);
@@ -221,9 +225,24 @@ impl Runner {
                     if results.iter().any(|r| r.handed_over) {
                         // The relay stops this hoist; the one that runs next records the job.
                         drop(permit);
-                        self.stopping.cancelled().await;
-                        info!(job = %job.id, "Stopping for the relay: the next hoist records this job.");
-                        return;
+                        tokio::select! {
+                            _ = self.stopping.cancelled() => {
+                                info!(job = %job.id, "Stopping for the relay: the next hoist records this job.");
+                                return;
+                            }
+                            _ = tokio::time::sleep(HAND_OVER_WAIT) => {}
+                        }
+                        // Never stopped: the relay gave up before it touched this hoist.
+                        error!(job = %job.id, "The relay did not take over; recording what became of hoist's own update.");
+                        let steps = self.read_steps(job.id).await;
+                        for result in results.iter().filter(|r| r.handed_over) {
+                            let name = &result.report.name;
+                            if let Some(outcome) = selfupdate::recover(&self.engine, name, &steps, &log).await
+                            {
+                                settled.insert(name.clone(), outcome);
+                            }
+                        }
+                        continue;
                     }
                     let new_image = new_image.map(|image| *image);
                     let fault = results.iter().find_map(|r| r.interrupted.clone());
