@@ -191,6 +191,7 @@ async fn replicas_of_a_compose_service_are_rolled_one_at_a_time() {
         assert_eq!(inspect(name)["Image"], image_id(&tag));
     }
     let fewest = fewest.load(Ordering::SeqCst);
+    eprintln!("replicas: fewest of 3 running during the roll: {fewest}");
     assert!(
         fewest >= 2,
         "never fewer than 2 of 3 running during the roll; saw {fewest}"

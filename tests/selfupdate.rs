@@ -145,8 +145,13 @@ async fn hoist_updates_itself_and_survives_a_bad_image_of_itself() {
     // A good new hoist: it runs under the name, with the same volume, and records the job.
     derive(&packaged, &tag, "LABEL hoist.test.version=v2");
     let v2_id = image_id(&tag);
+    let clock = Instant::now();
     let v2 = push(&tag);
     let job = wait_for_job(&http, port, &v2, &name).await;
+    eprintln!(
+        "self-update: push to the new hoist's record of it: {:?}",
+        clock.elapsed()
+    );
     assert_eq!(target_outcome(&job, &name)["result"], "updated", "{job}");
     let now = inspect(&name);
     assert_eq!(now["Image"], v2_id, "the new hoist runs under the name");
@@ -177,8 +182,13 @@ async fn hoist_updates_itself_and_survives_a_bad_image_of_itself() {
         &tag,
         "LABEL hoist.test.version=v3\nCMD [\"no-such-command\"]",
     );
+    let clock = Instant::now();
     let v3 = push(&tag);
     let job = wait_for_job(&http, port, &v3, &name).await;
+    eprintln!(
+        "self-update, bad image: push to the old hoist's record of it: {:?}",
+        clock.elapsed()
+    );
     assert_eq!(target_outcome(&job, &name)["result"], "rolled_back", "{job}");
     let now = inspect(&name);
     assert_eq!(

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -875,8 +876,22 @@ impl Runner {
         if containers.len() < 2 {
             return (owner_of, Arc::default());
         }
-        for target in &containers {
-            let Ok(details) = self.engine.inspect_container(&target.name).await else {
+        // Inspected a few at a time: a fan-out push has many targets.
+        let names: Vec<String> = containers.iter().map(|t| t.name.clone()).collect();
+        let engine = self.engine.clone();
+        let inspected: Vec<(String, Result<_, _>)> = futures_util::stream::iter(names)
+            .map(move |name| {
+                let engine = engine.clone();
+                async move {
+                    let details = engine.inspect_container(&name).await;
+                    (name, details)
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        for (target, (_, details)) in containers.iter().zip(inspected) {
+            let Ok(details) = details else {
                 continue;
             };
             let owner = containers
