@@ -58,6 +58,10 @@ pub struct Notification {
     pub started_at: DateTime<Utc>,
     #[serde(with = "duration_ms")]
     pub duration: Duration,
+    /// A title of its own, for a message that is not about a push's
+    /// redeploy (a base image moved: `crate::base`); `None` for a push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
 }
 
 /// One target's part in a [`Notification`].
