@@ -200,9 +200,12 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
                 order: config.order,
                 drain: crate::deploy::container::DEFAULT_DRAIN,
                 slots: crate::deploy::slots::Slots::new(config.max_parallel),
+                co_targets: Default::default(),
             },
             pause,
             remove_old_images: config.remove_old_images,
+            canary: config.canary,
+            own: crate::deploy::selfupdate::OwnContainer::detect(config.self_container.as_deref()),
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
                 credentials: credentials.clone(),

@@ -32,6 +32,10 @@ mod recovery;
 mod recreate;
 /// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
 mod registry;
+/// The order of a push's updates: dependents follow their target, replicas roll, a canary goes first.
+mod rollout;
+/// hoist labelled for updates updates itself through a relay, and survives a bad image of itself.
+mod selfupdate;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Every source end to end: a realistic payload redeploys the labelled container.

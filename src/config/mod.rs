@@ -67,6 +67,10 @@ pub struct Config {
     /// `HOIST_REMOVE_OLD_IMAGES`: after a successful update, remove the image
     /// the container ran before if nothing else uses it.
     pub remove_old_images: bool,
+    /// `HOIST_CANARY`: one target of a push first, the rest once it is healthy.
+    pub canary: bool,
+    /// `HOIST_SELF_CONTAINER`: hoist's own container (name or ID), when it runs in one.
+    pub self_container: Option<String>,
     /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
     pub fault_pause_after: Option<String>,
     /// `HOIST_FAULT_PAUSE_FILE`, for fault tests only: with `HOIST_FAULT_PAUSE_AFTER`,
@@ -111,6 +115,8 @@ pub mod keys {
     pub const ENGINE_RETRY_FOR: &str = "HOIST_ENGINE_RETRY_FOR";
     pub const ENGINE_TIMEOUT: &str = "HOIST_ENGINE_TIMEOUT";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
+    pub const CANARY: &str = "HOIST_CANARY";
+    pub const SELF_CONTAINER: &str = "HOIST_SELF_CONTAINER";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
     pub const POLL_INTERVAL: &str = "HOIST_POLL_INTERVAL";
@@ -182,6 +188,8 @@ impl Config {
             );
         }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
+        let canary = r.flag(keys::CANARY);
+        let self_container = r.string(keys::SELF_CONTAINER);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         let docker_config = r
             .string(keys::DOCKER_CONFIG_FILE)
@@ -232,6 +240,8 @@ impl Config {
             engine_retry_for,
             engine_timeout,
             remove_old_images,
+            canary,
+            self_container,
             docker_config,
             poll_interval,
             base,

@@ -40,6 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use super::dependents::{self, CoTargets, DependentReport};
 use super::recreate;
 use super::slots::Slots;
 use super::{health, DeployError, Outcome, StepLog};
@@ -94,6 +95,8 @@ pub struct UpdateSettings {
     pub drain: Duration,
     /// Engine operations in flight, shared by every update (`HOIST_MAX_PARALLEL`).
     pub slots: Slots,
+    /// The push's other targets, so a dependent among them is updated once.
+    pub co_targets: CoTargets,
 }
 
 /// What one container update did.
@@ -116,6 +119,8 @@ pub struct ContainerUpdate {
     /// For the report: why the update did not go as labelled (start-first
     /// that fell back to stop-first).
     pub note: Option<String>,
+    /// The containers that depend on this one, and how each ended.
+    pub dependents: Vec<DependentReport>,
 }
 
 /// Updates the container called `name` to `new_image` (already pulled and tagged).
@@ -154,6 +159,7 @@ pub async fn update(
             interrupted: None,
             touched: false,
             note: None,
+            dependents: Vec::new(),
         };
     }
     let old_image = match old_image {
@@ -188,9 +194,32 @@ pub async fn update(
             )
         }
     };
-    let (order, note) = order_for(&old, settings.order);
+    let (mut order, mut note) = order_for(&old, settings.order);
+    if order == UpdateOrder::StartFirst {
+        // A container in its namespace (or using its volumes, links) goes
+        // down with the old one whatever the order: stop-first does that in order.
+        match dependents::find(engine, &old).await {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => {
+                let names: Vec<&str> = found.iter().map(|d| d.name()).collect();
+                let why = format!(
+                    "start-first is not possible: containers depend on it ({}); updated stop-first",
+                    names.join(", ")
+                );
+                warn!(container = name, %why, "Falling back to stop-first.");
+                (order, note) = (UpdateOrder::StopFirst, Some(why));
+            }
+            Err(e) => {
+                return failed(
+                    old_digest,
+                    DeployError::from_engine("cannot look for dependent containers", &e),
+                )
+            }
+        }
+    }
     let update = Update {
         engine,
+        old: &old,
         name,
         log,
         settings,
@@ -230,6 +259,7 @@ fn order_for(old: &ContainerDetails, wanted: UpdateOrder) -> (UpdateOrder, Optio
 /// it is taken and is a fault-injection point after.
 struct Update<'a> {
     engine: &'a Engine,
+    old: &'a ContainerDetails,
     name: &'a str,
     log: &'a StepLog,
     settings: &'a UpdateSettings,
@@ -244,12 +274,33 @@ impl Update<'_> {
             Ok(id) => id,
             Err(why) => return failed(old_digest, why),
         };
+        // Containers that share its namespace (or volumes, links) stop first.
+        let settings = self.settings;
+        let mut dependents = match dependents::park(
+            self.engine,
+            self.old,
+            &settings.co_targets,
+            self.stop_timeout,
+            self.log,
+        )
+        .await
+        {
+            Ok(dependents) => dependents,
+            Err(why) => {
+                self.discard_quietly(&new_id).await;
+                return failed(old_digest, why);
+            }
+        };
         // The outage runs from the old container's stop to the new one's
         // start: its steps are journaled before it begins, and one slot is
         // held through it, so nothing but the engine's own work is in it.
         if let Err(why) = self.journal_swap().await {
             self.discard_quietly(&new_id).await;
-            return failed(old_digest, why);
+            dependents.restore(self.engine, self.log).await;
+            return ContainerUpdate {
+                dependents: dependents.reports(),
+                ..failed(old_digest, why)
+            };
         }
         let slot = self.settings.slots.take().await;
         if let Err(why) = self.park_old().await {
@@ -264,10 +315,12 @@ impl Update<'_> {
                 warn!(container = self.name, why = %unrecorded, "Rolling back without a journal record.");
             }
             self.discard_quietly(&new_id).await;
+            dependents.restore(self.engine, self.log).await;
             let transient = why.is_transient();
             return ContainerUpdate {
                 needs_repair: transient,
                 touched: transient,
+                dependents: dependents.reports(),
                 ..failed(old_digest, why)
             };
         }
@@ -287,10 +340,20 @@ impl Update<'_> {
             Ok(false) => Ok(()),
             Err(why) => Err(why),
         };
+        // Before "verified": a dependent that does not come back rolls the target back.
+        let result = match result {
+            Ok(()) => {
+                dependents
+                    .follow(self.engine, &new_id, &settings.health, self.log)
+                    .await
+            }
+            Err(why) => Err(why),
+        };
         let mut interrupted = None;
         let (outcome, safe) = match result {
             Ok(()) => {
                 self.verified().await;
+                dependents.commit(self.engine, self.log).await;
                 self.retire_old(false).await;
                 info!(container = self.name, "Container updated.");
                 (Outcome::Updated, true)
@@ -299,10 +362,17 @@ impl Update<'_> {
                 if why.is_transient() {
                     interrupted = Some(why.clone());
                 }
-                self.roll_back(&new_id, why).await
+                let (outcome, safe) = self.roll_back(&new_id, why).await;
+                // After the old target is back, so they attach to it.
+                if safe {
+                    dependents.restore(self.engine, self.log).await;
+                }
+                (outcome, safe)
             }
         };
-        self.finish(outcome, safe, old_digest, interrupted, true).await
+        let mut done = self.finish(outcome, safe, old_digest, interrupted, true).await;
+        done.dependents = dependents.reports();
+        done
     }
 
     /// Create and start beside, gate, then move the traffic and retire the old one.
@@ -594,6 +664,7 @@ impl Update<'_> {
             interrupted,
             touched,
             note: None,
+            dependents: Vec::new(),
         }
     }
 }
@@ -610,6 +681,7 @@ fn failed(old_digest: Option<Digest>, why: DeployError) -> ContainerUpdate {
         interrupted: why.is_transient().then_some(why),
         touched: false,
         note: None,
+        dependents: Vec::new(),
     }
 }
 

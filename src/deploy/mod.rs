@@ -10,9 +10,11 @@
 //! of the engine (or journal) that call for another try.
 
 pub mod container;
+pub mod dependents;
 pub mod health;
 pub mod pull;
 pub mod recreate;
+pub mod selfupdate;
 pub mod service;
 pub mod slots;
 

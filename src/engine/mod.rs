@@ -21,8 +21,8 @@ use bollard::Docker;
 use crate::event::ImageRef;
 
 pub use container::{
-    Aliased, ContainerDetails, ContainerListing, CreateSpec, EngineEvent, Health, ImageDetails,
-    RestartPolicyName,
+    Aliased, ContainerBrief, ContainerDetails, ContainerListing, CreateSpec, EngineEvent, Health,
+    ImageDetails, RestartPolicyName,
 };
 /// `HOIST_PULL_TIMEOUT`'s default.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);

@@ -79,6 +79,10 @@ pub struct TargetReport {
     /// "engine restarted during the update; rolled back, then updated at ...".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Containers that depend on this target (its network namespace, volumes
+    /// or links) and were recreated with it, each with its outcome.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<crate::deploy::dependents::DependentReport>,
 }
 
 mod duration_ms {
