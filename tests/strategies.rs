@@ -259,7 +259,7 @@ async fn start_first_behind_an_alias_fails_no_request() {
     let aliases = after["NetworkSettings"]["Networks"][&network]["Aliases"].to_string();
     assert!(aliases.contains("\"svc\""), "still on its network: {aliases}");
     assert!(!docker_quiet(&["inspect", &format!("{name}-hoist-new")]));
-    let (ok_after_bad, failed) = probes(&prober);
+    let (_, failed) = probes(&prober);
     assert_eq!(failed, 0, "no request failed while the bad image was tried");
 
     // A good image: started beside, gated, traffic moved, old one drained and removed.
@@ -284,8 +284,10 @@ async fn start_first_behind_an_alias_fails_no_request() {
         "start-first: the new one started before the old one stopped: {events:?}"
     );
     assert!(!docker_quiet(&["inspect", &format!("{name}-hoist-old")]));
-    // Requests go on reaching the new one.
-    wait_for_probes(&prober, ok_after_bad + 20).await;
+    // Requests go on reaching the new one after the old one is gone (one
+    // benchmark run saw the engine's DNS stop answering the alias then).
+    let (ok_at_end, _) = probes(&prober);
+    wait_for_probes(&prober, ok_at_end + 100).await;
     let (ok, failed) = probes(&prober);
     let fails: Vec<String> = docker(&["logs", &prober])
         .lines()
