@@ -287,8 +287,22 @@ impl Update<'_> {
         {
             Ok(dependents) => dependents,
             Err(why) => {
+                // As a failed park: the new container goes (the repair
+                // removes it if the engine is gone), the old one stays.
+                if let Err(unrecorded) = self
+                    .log
+                    .before(self.name, steps::ROLLING_BACK, Some(why.to_string()))
+                    .await
+                {
+                    warn!(container = self.name, why = %unrecorded, "Rolling back without a journal record.");
+                }
                 self.discard_quietly(&new_id).await;
-                return failed(old_digest, why);
+                let transient = why.is_transient();
+                return ContainerUpdate {
+                    needs_repair: transient,
+                    touched: transient,
+                    ..failed(old_digest, why)
+                };
             }
         };
         // The outage runs from the old container's stop to the new one's
