@@ -1,8 +1,12 @@
-//! The admin routes: `/healthz`, `/metrics`, `/v1/targets`, `/v1/history`.
+//! The admin routes: `/healthz`, `/metrics`, `/v1/targets`, `/v1/history`,
+//! and [`guard`], which keeps every `GET /v1/*` (and `/metrics` when it has a
+//! token of its own) behind the bearer token.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,8 +16,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::deploy::engine::Engine;
+use crate::intake::auth::bearer_matches;
 use crate::inventory::IndexSnapshot;
 use crate::job::Journal;
+use crate::secret::Secret;
 
 /// Extra health detail from stages that have their own checks (notifiers).
 pub type HealthDetail = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -89,4 +95,39 @@ async fn history(State(state): State<ApiState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The tokens the read routes want.
+#[derive(Clone, Default)]
+pub struct ReadTokens {
+    /// `HOIST_WEBHOOK_TOKEN`, for every `GET /v1/*` (the history holds log
+    /// tails; the targets tell what runs where). `None` only with
+    /// `HOIST_INSECURE_NO_AUTH=true`.
+    pub api: Option<Arc<Secret<String>>>,
+    /// `HOIST_METRICS_TOKEN`, for `/metrics`; open without one.
+    pub metrics: Option<Arc<Secret<String>>>,
+}
+
+/// A layer over the whole router: `GET /v1/*` wants the webhook token,
+/// `/metrics` its own when set; `/healthz` and the webhooks (which check
+/// their own credentials) pass through. 401 with `WWW-Authenticate: Bearer`.
+pub async fn guard(State(tokens): State<ReadTokens>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let wanted = if request.method() == Method::GET && path.starts_with("/v1/") {
+        tokens.api.as_deref()
+    } else if path == "/metrics" {
+        tokens.metrics.as_deref()
+    } else {
+        None
+    };
+    if bearer_matches(wanted, request.headers()) {
+        return next.run(request).await;
+    }
+    crate::telemetry::count_read_refused();
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "missing or wrong bearer token" })),
+    )
+        .into_response()
 }

@@ -306,6 +306,15 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         jobs: queue_status,
     }));
 
+    // Every GET /v1/* behind the webhook token; /metrics behind its own.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        api::ReadTokens {
+            api: config.webhook_token.clone().map(Arc::new),
+            metrics: config.metrics_token.clone().map(Arc::new),
+        },
+        api::guard,
+    ));
+
     // No request holds a connection for ever: a client that stalls its body,
     // or a handler stuck behind a stalled engine, gets 408 after this long.
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(

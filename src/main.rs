@@ -34,7 +34,10 @@ Endpoints:
   POST /v1/hooks/acr                Azure Container Registry webhooks; bearer token (custom header)
   POST /v1/update                   a CI job: {\"image\": \"<ref>\", \"digest\": \"<optional>\"}; bearer token
   POST /v1/hooks/forwarded          updates forwarded by peer hoists (X-Hoist-Forwarded: 1)
-  GET  /healthz  /metrics  /v1/targets  /v1/history  /v1/peers";
+  GET  /v1/targets  /v1/history  /v1/peers  /v1/plan?image=IMAGE   bearer token (HOIST_WEBHOOK_TOKEN)
+  POST /v1/rollback                 {\"target\": \"<name>\"}; bearer token
+  GET  /healthz                     open
+  GET  /metrics                     open, unless HOIST_METRICS_TOKEN is set (then a bearer token)";
 
 /// hoist redeploys the containers that run an image tag as soon as a new
 /// image is pushed to that tag, and rolls back when the new one does not come up.
@@ -100,6 +103,17 @@ async fn run() -> ExitCode {
         tracing::warn!(
             "{}=true: webhooks are accepted without a token.",
             keys::INSECURE_NO_AUTH
+        );
+    }
+    if config
+        .webhook_token
+        .as_ref()
+        .is_some_and(|token| token.expose().chars().count() < hoist::config::MIN_TOKEN_CHARS)
+    {
+        tracing::warn!(
+            "{} is shorter than {} characters: it guards deploys and the read API; use a longer, random one (e.g. openssl rand -hex 32).",
+            keys::WEBHOOK_TOKEN,
+            hoist::config::MIN_TOKEN_CHARS
         );
     }
     match hoist::run(config, hoist::shutdown::signal()).await {

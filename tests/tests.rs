@@ -18,6 +18,8 @@ mod engine_faults;
 mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// The operator's surface: the read API behind the token, plan, rollback, quiet notifications.
+mod operator;
 /// Polling a registry that wants a login and sends no notifications.
 mod poll;
 /// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.

@@ -219,6 +219,9 @@ pub struct HealthConfig {
     pub deadline: Duration,
 }
 
+/// A webhook token shorter than this gets a warning at start.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Everything hoist needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -227,6 +230,8 @@ pub struct Config {
     /// `HOIST_WEBHOOK_TOKEN`: the bearer token webhooks must carry; `None` only
     /// when `HOIST_INSECURE_NO_AUTH=true`.
     pub webhook_token: Option<Secret<String>>,
+    /// `HOIST_METRICS_TOKEN`: the bearer token `GET /metrics` wants; open without one.
+    pub metrics_token: Option<Secret<String>>,
     /// `HOIST_GITHUB_WEBHOOK_SECRET`: the secret GitHub signs its webhooks with.
     pub github_webhook_secret: Option<Secret<String>>,
     /// `HOIST_GITEA_WEBHOOK_SECRET`: the secret Gitea and Forgejo sign their webhooks with.
@@ -281,6 +286,7 @@ pub mod keys {
     pub const LISTEN: &str = "HOIST_LISTEN";
     pub const WEBHOOK_TOKEN: &str = "HOIST_WEBHOOK_TOKEN";
     pub const INSECURE_NO_AUTH: &str = "HOIST_INSECURE_NO_AUTH";
+    pub const METRICS_TOKEN: &str = "HOIST_METRICS_TOKEN";
     pub const GITHUB_WEBHOOK_SECRET: &str = "HOIST_GITHUB_WEBHOOK_SECRET";
     pub const GITEA_WEBHOOK_SECRET: &str = "HOIST_GITEA_WEBHOOK_SECRET";
     pub const REGISTRY_ALIASES: &str = "HOIST_REGISTRY_ALIASES";
@@ -321,6 +327,7 @@ impl Config {
                 ),
             );
         }
+        let metrics_token = r.secret(keys::METRICS_TOKEN);
         let github_webhook_secret = r.secret(keys::GITHUB_WEBHOOK_SECRET);
         let gitea_webhook_secret = r.secret(keys::GITEA_WEBHOOK_SECRET);
         let registry_aliases = match r.string(keys::REGISTRY_ALIASES) {
@@ -396,6 +403,7 @@ impl Config {
         Ok(Config {
             listen,
             webhook_token,
+            metrics_token,
             github_webhook_secret,
             gitea_webhook_secret,
             registry_aliases,

@@ -27,7 +27,17 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_WEBHOOK_TOKEN",
         None,
-        "bearer token webhooks and POST /v1/update must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
+        "bearer token webhooks, POST /v1/update and every GET /v1/* must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
+    ),
+    var(
+        "HOIST_METRICS_TOKEN",
+        None,
+        "bearer token GET /metrics wants (what Prometheus sends as its bearer token); unset, /metrics is open",
+    ),
+    var(
+        "HOIST_URL",
+        Some("http://127.0.0.1:8080"),
+        "the running hoist the CLI subcommands (status, history, plan, rollback) talk to, with HOIST_WEBHOOK_TOKEN",
     ),
     var(
         "HOIST_INSECURE_NO_AUTH",

@@ -384,9 +384,11 @@ impl Hoist {
         self.url("/v1/hooks/distribution")
     }
 
+    /// `GET path` with the token, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()

@@ -1,0 +1,112 @@
+//! The operator's surface: the read API behind the token, /metrics behind
+//! its own token when set, and a warning for a short webhook token.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Hoist, TOKEN};
+
+/// `GET path` on `hoist` with `token` (none when `None`): the status code.
+async fn status(hoist: &Hoist, path: &str, token: Option<&str>) -> u16 {
+    let mut request = hoist.http.get(hoist.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn the_read_api_wants_the_token_and_health_stays_open() {
+    let hoist = Hoist::start(&[]).await;
+    for path in ["/v1/targets", "/v1/history", "/v1/peers", "/v1/plan?image=x:y"] {
+        assert_eq!(status(&hoist, path, None).await, 401, "{path} without a token");
+        assert_eq!(
+            status(&hoist, path, Some("test-token-012345678")).await,
+            401,
+            "{path} with a wrong token (one character short)"
+        );
+    }
+    let refused = hoist.http.get(hoist.url("/v1/history")).send().await.unwrap();
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    let body = refused.text().await.unwrap();
+    assert!(!body.contains("jobs"), "a refusal shows nothing: {body}");
+    for path in ["/v1/targets", "/v1/history", "/v1/peers"] {
+        assert_eq!(status(&hoist, path, Some(TOKEN)).await, 200, "{path} with the token");
+    }
+    assert_eq!(status(&hoist, "/healthz", None).await, 200);
+    assert_eq!(status(&hoist, "/metrics", None).await, 200, "open without HOIST_METRICS_TOKEN");
+    hoist.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_want_their_own_token_when_one_is_set() {
+    let metrics_token = "metrics-token-abcdefghij";
+    let hoist = Hoist::start(&[("HOIST_METRICS_TOKEN", metrics_token)]).await;
+    assert_eq!(status(&hoist, "/metrics", None).await, 401);
+    assert_eq!(status(&hoist, "/metrics", Some(TOKEN)).await, 401, "the webhook token is not the metrics token");
+    assert_eq!(status(&hoist, "/metrics", Some(metrics_token)).await, 200);
+    assert_eq!(
+        status(&hoist, "/v1/history", Some(metrics_token)).await,
+        401,
+        "the metrics token does not open the history"
+    );
+    let metrics = hoist
+        .http
+        .get(hoist.url("/metrics"))
+        .bearer_auth(metrics_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hoist_read_requests_refused_total"),
+        "refused reads are counted: {metrics}"
+    );
+    assert_eq!(status(&hoist, "/healthz", None).await, 200);
+    hoist.stop().await;
+}
+
+/// Runs the binary until ready with `token`; returns its log.
+fn log_at_start(token: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("hoist.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOIST_WEBHOOK_TOKEN", token)
+        .env("HOIST_LISTEN", "127.0.0.1:0")
+        .env("HOIST_STATE_DIR", dir.path())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("hoist is ready") || child.try_wait().unwrap().is_some() {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "hoist never got ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn a_short_webhook_token_is_warned_about_at_start() {
+    let short = log_at_start("short-tok");
+    assert!(
+        short.contains("HOIST_WEBHOOK_TOKEN is shorter than 16 characters"),
+        "{short}"
+    );
+    assert!(!short.contains("short-tok"), "the token itself is never logged:\n{short}");
+    let long = log_at_start("a-long-enough-token-0123");
+    assert!(long.contains("hoist is ready"), "{long}");
+    assert!(!long.contains("shorter than"), "{long}");
+}
