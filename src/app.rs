@@ -121,10 +121,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     })?;
     let metrics = telemetry::metrics_handle();
     let journal = Journal::open(&config.state_dir)?;
+    #[cfg(feature = "fault-injection")]
     let pause = config.fault_pause_after.clone().map(|step| {
         warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (fault tests only).");
         Arc::new(FaultPause::new(step, config.fault_pause_file.clone()))
     });
+    #[cfg(not(feature = "fault-injection"))]
+    let pause: Option<Arc<FaultPause>> = None;
     // Jobs accepted and not finished run again below; the runner first
     // brings whatever a crash left half done to a safe state, once the engine answers.
     let unfinished = unfinished_jobs(&journal).await?;

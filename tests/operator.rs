@@ -110,3 +110,39 @@ fn a_short_webhook_token_is_warned_about_at_start() {
     assert!(long.contains("hoist is ready"), "{long}");
     assert!(!long.contains("shorter than"), "{long}");
 }
+
+/// Whether `needle` occurs in the file at `path` (what `strings | grep` finds).
+fn binary_contains(path: &str, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The crash-test hooks live behind the `fault-injection` feature, which
+/// only the test builds turn on: the release binary that
+/// scripts/package-image.sh builds by default (the one CI's benchmark smoke
+/// run packages too, so this is not a second release build) never names them.
+#[test]
+fn the_release_binary_has_no_crash_test_hooks() {
+    let test_build = env!("CARGO_BIN_EXE_hoist");
+    assert!(
+        binary_contains(test_build, "HOIST_FAULT_PAUSE_AFTER"),
+        "the test build has the hook (else this scan proves nothing)"
+    );
+    let tag = format!("{}:local", crate::harness::unique("release-scan"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package-image.sh");
+    let packaged = Command::new("bash").args([script, "", &tag]).output().unwrap();
+    crate::harness::docker_quiet(&["rmi", "-f", &tag]);
+    let said = String::from_utf8_lossy(&packaged.stderr).to_string();
+    assert!(packaged.status.success(), "packaging failed: {said}");
+    // "package-image: TAG: BINARY (N bytes, ...)"
+    let binary = said
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("package-image: {tag}: ")))
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("package-image.sh did not say what it packaged: {said}"));
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(binary);
+    let binary = binary.to_str().unwrap();
+    for needle in ["HOIST_FAULT_PAUSE", "Fault injection"] {
+        assert!(!binary_contains(binary, needle), "{binary} contains {needle:?}");
+    }
+}

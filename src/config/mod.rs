@@ -363,8 +363,15 @@ impl Config {
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
-        let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
-        let fault_pause_file = r.string(keys::FAULT_PAUSE_FILE).map(PathBuf::from);
+        // Crash-test hooks exist only in test builds: a release binary neither
+        // reads nor names these variables.
+        #[cfg(feature = "fault-injection")]
+        let (fault_pause_after, fault_pause_file) = (
+            r.string(keys::FAULT_PAUSE_AFTER),
+            r.string(keys::FAULT_PAUSE_FILE).map(PathBuf::from),
+        );
+        #[cfg(not(feature = "fault-injection"))]
+        let (fault_pause_after, fault_pause_file) = (None, None);
         let engine_retry_for = r.duration(keys::ENGINE_RETRY_FOR, Duration::from_secs(30 * 60));
         let engine_timeout = r.duration(keys::ENGINE_TIMEOUT, Duration::from_secs(120));
         if engine_timeout.is_zero() {
