@@ -139,6 +139,7 @@ pub struct FaultPause {
     pub step: String,
     pub file: Option<std::path::PathBuf>,
     /// Set on the first pause, so a job run again does not pause again.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fired: std::sync::atomic::AtomicBool,
 }
 
