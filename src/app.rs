@@ -121,6 +121,8 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     })?;
     let metrics = telemetry::metrics_handle();
     let journal = Journal::open(&config.state_dir)?;
+    // The history is pruned now and then daily (HOIST_HISTORY_RETENTION).
+    let prune_task = tokio::spawn(prune_history(journal.clone(), config.history_retention));
     #[cfg(feature = "fault-injection")]
     let pause = config.fault_pause_after.clone().map(|step| {
         warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (fault tests only).");
@@ -215,7 +217,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         journal.clone(),
         {
             let notifier = notifier.clone();
-            Arc::new(move |notification| notifier.notify(notification.clone()))
+            let notify_unchanged = config.notify_unchanged;
+            Arc::new(move |notification| {
+                // A redelivered push that changed nothing is only in the history.
+                if notify_unchanged || !notification.changed_nothing() {
+                    notifier.notify(notification.clone())
+                }
+            })
         },
     )
     .with_shutdown(stop.clone());
@@ -352,6 +360,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(running = jobs.len(), grace = ?grace, "Jobs still running after the shutdown grace period.");
         }
         watch_task.abort();
+        prune_task.abort();
         adopt_task.abort();
         // 3. messages of finished jobs still go out, each briefly.
         notifier.shutdown(std::time::Duration::from_secs(10)).await;
@@ -378,4 +387,17 @@ async fn unfinished_jobs(journal: &Journal) -> Result<Vec<Job>, StartError> {
             recovered: Vec::new(),
         })
         .collect())
+}
+
+/// Prunes finished jobs older than `retention` from the journal, at once and then daily.
+async fn prune_history(journal: Journal, retention: std::time::Duration) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        daily.tick().await;
+        match journal.prune(retention).await {
+            Ok(0) => {}
+            Ok(pruned) => info!(pruned, retention = ?retention, "Old jobs pruned from the history."),
+            Err(e) => warn!(error = %e, "Cannot prune the history; trying again tomorrow."),
+        }
+    }
 }

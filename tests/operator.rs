@@ -4,7 +4,63 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Hoist, TOKEN};
+use serde_json::{json, Value};
+
+use crate::harness::recorder::Recorder;
+use crate::harness::{build_and_push, docker, unique, Behaviour, Cleanup, Hoist, Registry, TOKEN};
+
+const JOB_WAIT: Duration = Duration::from_secs(90);
+
+/// Runs a labelled container `name` of `tag` (with extra `docker run` arguments).
+pub(crate) fn run_labelled(clean: &mut Cleanup, name: &str, tag: &str, extra: &[&str]) {
+    clean.container(name);
+    let mut args = vec!["run", "-d", "--name", name, "--label", "hoist.enable=true"];
+    args.extend(extra);
+    args.push(tag);
+    docker(&args);
+}
+
+/// Finished jobs of `image` in the history, newest first.
+pub(crate) async fn jobs_of(hoist: &Hoist, image: &str) -> Vec<Value> {
+    hoist.get_json("/v1/history").await["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["image"] == image)
+        .cloned()
+        .collect()
+}
+
+/// Waits until the history holds `count` jobs of `image`; returns them, newest first.
+pub(crate) async fn wait_for_jobs(hoist: &Hoist, image: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + JOB_WAIT;
+    loop {
+        let jobs = jobs_of(hoist, image).await;
+        if jobs.len() >= count {
+            return jobs;
+        }
+        assert!(Instant::now() < deadline, "no {count} jobs of {image}: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /v1/update` of `image` at `digest`, as a CI job would (a redelivery here).
+pub(crate) async fn post_update(hoist: &Hoist, image: &str, digest: &str) {
+    let response = hoist
+        .http
+        .post(hoist.url("/v1/update"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "image": image, "digest": digest }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{}",
+        response.text().await.unwrap()
+    );
+}
 
 /// `GET path` on `hoist` with `token` (none when `None`): the status code.
 async fn status(hoist: &Hoist, path: &str, token: Option<&str>) -> u16 {
@@ -31,10 +87,18 @@ async fn the_read_api_wants_the_token_and_health_stays_open() {
     let body = refused.text().await.unwrap();
     assert!(!body.contains("jobs"), "a refusal shows nothing: {body}");
     for path in ["/v1/targets", "/v1/history", "/v1/peers"] {
-        assert_eq!(status(&hoist, path, Some(TOKEN)).await, 200, "{path} with the token");
+        assert_eq!(
+            status(&hoist, path, Some(TOKEN)).await,
+            200,
+            "{path} with the token"
+        );
     }
     assert_eq!(status(&hoist, "/healthz", None).await, 200);
-    assert_eq!(status(&hoist, "/metrics", None).await, 200, "open without HOIST_METRICS_TOKEN");
+    assert_eq!(
+        status(&hoist, "/metrics", None).await,
+        200,
+        "open without HOIST_METRICS_TOKEN"
+    );
     hoist.stop().await;
 }
 
@@ -43,7 +107,11 @@ async fn metrics_want_their_own_token_when_one_is_set() {
     let metrics_token = "metrics-token-abcdefghij";
     let hoist = Hoist::start(&[("HOIST_METRICS_TOKEN", metrics_token)]).await;
     assert_eq!(status(&hoist, "/metrics", None).await, 401);
-    assert_eq!(status(&hoist, "/metrics", Some(TOKEN)).await, 401, "the webhook token is not the metrics token");
+    assert_eq!(
+        status(&hoist, "/metrics", Some(TOKEN)).await,
+        401,
+        "the webhook token is not the metrics token"
+    );
     assert_eq!(status(&hoist, "/metrics", Some(metrics_token)).await, 200);
     assert_eq!(
         status(&hoist, "/v1/history", Some(metrics_token)).await,
@@ -105,7 +173,10 @@ fn a_short_webhook_token_is_warned_about_at_start() {
         short.contains("HOIST_WEBHOOK_TOKEN is shorter than 16 characters"),
         "{short}"
     );
-    assert!(!short.contains("short-tok"), "the token itself is never logged:\n{short}");
+    assert!(
+        !short.contains("short-tok"),
+        "the token itself is never logged:\n{short}"
+    );
     let long = log_at_start("a-long-enough-token-0123");
     assert!(long.contains("hoist is ready"), "{long}");
     assert!(!long.contains("shorter than"), "{long}");
@@ -144,5 +215,53 @@ fn the_release_binary_has_no_crash_test_hooks() {
     let binary = binary.to_str().unwrap();
     for needle in ["HOIST_FAULT_PAUSE", "Fault injection"] {
         assert!(!binary_contains(binary, needle), "{binary} contains {needle:?}");
+    }
+}
+
+/// A redelivered push that every target already runs is journaled, not
+/// announced; with HOIST_NOTIFY_UNCHANGED=true it is announced too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_changes_nothing_sends_no_message() {
+    for notify_unchanged in [false, true] {
+        let slack = Recorder::always(200).await;
+        let slack_url = slack.url("/services/T0/B0/quiet");
+        let mut vars = vec![("HOIST_SLACK_WEBHOOK_URL", slack_url.as_str())];
+        if notify_unchanged {
+            vars.push(("HOIST_NOTIFY_UNCHANGED", "true"));
+        }
+        let hoist = Hoist::start(&vars).await;
+        let registry = Registry::start(&hoist.hook_url());
+        let tag = format!("{}:1.0", registry.repo(&unique("quiet")));
+        let mut clean = Cleanup::default();
+        clean.image(&tag);
+        build_and_push(&tag, "v1", Behaviour::Serve);
+        let name = unique("quiet");
+        run_labelled(&mut clean, &name, &tag, &[]);
+        hoist.wait_for_target(&name).await;
+
+        let v2 = build_and_push(&tag, "v2", Behaviour::Serve);
+        let job = hoist.wait_for_job(&tag, &v2, JOB_WAIT).await;
+        assert_eq!(job["targets"][0]["outcome"]["result"], "updated", "{job}");
+        slack.wait_for(1, Duration::from_secs(10)).await;
+
+        // The registry redelivers the same push (as after a restart of hoist).
+        post_update(&hoist, &tag, &v2).await;
+        let jobs = wait_for_jobs(&hoist, &tag, 2).await;
+        assert_eq!(
+            jobs[0]["targets"][0]["outcome"]["result"], "already_current",
+            "{jobs:?}"
+        );
+        if notify_unchanged {
+            slack.wait_for(2, Duration::from_secs(10)).await;
+        } else {
+            // Messages go out right after the job is journaled; give one a moment.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                slack.requests().len(),
+                1,
+                "no message for a push that changed nothing"
+            );
+        }
+        hoist.stop().await;
     }
 }

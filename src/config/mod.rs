@@ -147,6 +147,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A retention: a number of days (`90d`), or any [`parse_duration`].
+pub fn parse_retention(text: &str) -> Option<Duration> {
+    match text.trim().strip_suffix('d') {
+        Some(days) => {
+            let days: f64 = days.trim().parse().ok()?;
+            if !days.is_finite() || days < 0.0 {
+                return None;
+            }
+            Duration::try_from_secs_f64(days * 86400.0).ok()
+        }
+        None => parse_duration(text),
+    }
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -262,6 +276,12 @@ pub struct Config {
     /// `HOIST_REMOVE_OLD_IMAGES`: after a successful update, remove the image
     /// the container ran before if nothing else uses it.
     pub remove_old_images: bool,
+    /// `HOIST_NOTIFY_UNCHANGED`: also send a message when every target of a
+    /// push already ran its digest (a redelivery); off, such a push is only in the history.
+    pub notify_unchanged: bool,
+    /// `HOIST_HISTORY_RETENTION`: finished jobs older than this are pruned
+    /// from the journal at start and daily.
+    pub history_retention: Duration,
     /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
     pub fault_pause_after: Option<String>,
     /// `HOIST_FAULT_PAUSE_FILE`, for fault tests only: with `HOIST_FAULT_PAUSE_AFTER`,
@@ -305,6 +325,8 @@ pub mod keys {
     pub const ENGINE_RETRY_FOR: &str = "HOIST_ENGINE_RETRY_FOR";
     pub const ENGINE_TIMEOUT: &str = "HOIST_ENGINE_TIMEOUT";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
+    pub const NOTIFY_UNCHANGED: &str = "HOIST_NOTIFY_UNCHANGED";
+    pub const HISTORY_RETENTION: &str = "HOIST_HISTORY_RETENTION";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
     pub const POLL_INTERVAL: &str = "HOIST_POLL_INTERVAL";
@@ -382,6 +404,20 @@ impl Config {
             );
         }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
+        let notify_unchanged = r.flag(keys::NOTIFY_UNCHANGED);
+        let retention_text = r.string(keys::HISTORY_RETENTION);
+        let history_retention = match retention_text.as_deref().map(parse_retention) {
+            None => Duration::from_secs(90 * 86400),
+            Some(Some(retention)) if retention >= Duration::from_secs(3600) => retention,
+            Some(_) => {
+                r.problem(
+                    keys::HISTORY_RETENTION,
+                    retention_text,
+                    "expected a duration of at least 1h, e.g. 90d or 36h".into(),
+                );
+                Duration::from_secs(90 * 86400)
+            }
+        };
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         let docker_config = r
             .string(keys::DOCKER_CONFIG_FILE)
@@ -431,6 +467,8 @@ impl Config {
             engine_retry_for,
             engine_timeout,
             remove_old_images,
+            notify_unchanged,
+            history_retention,
             docker_config,
             poll_interval,
         })
@@ -512,6 +550,10 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retention("90d"), Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_retention("36h"), Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_retention("-1d"), None);
+        assert_eq!(parse_retention("99999999999999999999d"), None);
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("s"), None);

@@ -113,7 +113,17 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_REMOVE_OLD_IMAGES",
         Some("false"),
-        "true to remove an updated container's old image when nothing uses it",
+        "true to remove, after a successful update, the images older than the one the target ran before (that one stays, for a rollback) when nothing uses them",
+    ),
+    var(
+        "HOIST_NOTIFY_UNCHANGED",
+        Some("false"),
+        "true to send a message also when every target of a push already runs its digest (a redelivery); otherwise such a push is only in the history",
+    ),
+    var(
+        "HOIST_HISTORY_RETENTION",
+        Some("90d"),
+        "finished jobs older than this are pruned from the journal, at start and daily (at least 1h)",
     ),
     var(
         "HOIST_LOG_FORMAT",

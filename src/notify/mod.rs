@@ -76,6 +76,18 @@ pub struct TargetReport {
     pub note: Option<String>,
 }
 
+impl Notification {
+    /// Every target already ran the pushed digest (a redelivery, a repeated
+    /// poll): nothing to tell unless `HOIST_NOTIFY_UNCHANGED` asks for it.
+    pub fn changed_nothing(&self) -> bool {
+        !self.targets.is_empty()
+            && self
+                .targets
+                .iter()
+                .all(|t| t.outcome == crate::deploy::Outcome::AlreadyCurrent)
+    }
+}
+
 mod duration_ms {
     use std::time::Duration;
 
