@@ -244,6 +244,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             })
         })
     };
+    let rollback_queue = runner_tx.clone();
     let runner_task = tokio::spawn(runner.run(jobs_rx, jobs.clone(), CancellationToken::new()));
     let peers = (!config.swarm.peers.is_empty()).then(|| forwarder.clone());
     let forward_all = peers.is_some();
@@ -315,6 +316,9 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             Arc::new(move || json!(notifier.status()))
         },
         jobs: queue_status,
+        aliases: config.registry_aliases.clone(),
+        services: config.swarm.services,
+        queue: rollback_queue,
     }));
 
     // Every GET /v1/* behind the webhook token; /metrics behind its own.

@@ -45,6 +45,8 @@ pub mod swarm;
 
 pub mod api;
 pub mod app;
+pub mod cli;
+pub mod plan;
 
 /// Properties of the parsers of untrusted input, for the fuzz targets and property tests.
 #[cfg(any(test, fuzzing))]

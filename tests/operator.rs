@@ -161,8 +161,8 @@ fn log_at_start(token: &str) -> String {
         assert!(Instant::now() < deadline, "hoist never got ready:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill().ok();
+    child.wait().ok();
     text
 }
 

@@ -9,6 +9,8 @@ mod harness;
 mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
 mod burst;
+/// The operator CLI (plan, status, history, rollback) against a running hoist.
+mod cli;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
 /// A private engine killed mid-update (park, create, health gate, pull), hoist

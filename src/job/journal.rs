@@ -501,6 +501,16 @@ impl Journal {
         .await
     }
 
+    /// Every image ID some target would be rolled back to.
+    pub async fn previous_image_ids(&self) -> Result<std::collections::HashSet<String>, JournalError> {
+        self.with(|db| {
+            let mut query = db.prepare("SELECT image_id FROM previous_images WHERE image_id IS NOT NULL")?;
+            let ids = query.query_map([], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
     /// What `target` ran before its last successful update, if recorded.
     pub async fn previous(&self, target: &str) -> Result<Option<PreviousImage>, JournalError> {
         let target = target.to_string();

@@ -8,6 +8,7 @@
 
 pub mod journal;
 pub mod queue;
+pub mod rollback;
 pub mod runner;
 
 use crate::deploy::Outcome;

@@ -189,8 +189,8 @@ impl Runner {
         let mut last: Option<(Vec<TargetResult>, Option<ImageDetails>)> = None;
         let mut give_up_at: Option<Instant> = None;
         let mut server_errors = 0;
-        // The images updated targets ran before, over every try.
-        let mut old_images: Vec<String> = Vec::new();
+        // The image each updated target ran before, over every try.
+        let mut old_images: HashMap<String, String> = HashMap::new();
         let started_at = Utc::now();
         let clock = Instant::now();
         for attempt in 1u32.. {
@@ -224,7 +224,9 @@ impl Runner {
                         } else if result.report.outcome != Outcome::AlreadyCurrent {
                             earlier.insert(name.clone(), result.report.outcome.clone());
                             if result.report.outcome == Outcome::Updated {
-                                old_images.extend(result.old_image_id.clone());
+                                if let Some(id) = &result.old_image_id {
+                                    old_images.entry(name.clone()).or_insert_with(|| id.clone());
+                                }
                             }
                         }
                     }
@@ -269,11 +271,8 @@ impl Runner {
             self.close(job.id, "engine_unreachable", None).await;
             return;
         };
-        if self.settings.remove_old_images {
-            self.remove_old_images(old_images).await;
-        }
         let finished_at = Utc::now();
-        let reports = results
+        let reports: Vec<TargetReport> = results
             .into_iter()
             .map(|result| {
                 let mut report = result.report;
@@ -289,8 +288,45 @@ impl Runner {
                 report
             })
             .collect();
+        // What each updated target ran before stays, for a rollback; with
+        // HOIST_REMOVE_OLD_IMAGES only the ones before that go.
+        let older = self.keep_previous(event, &reports, &old_images).await;
+        if self.settings.remove_old_images {
+            self.remove_old_images(older).await;
+        }
         self.record(job.id, event, reports, new_image, started_at, clock)
             .await;
+    }
+
+    /// Records, per updated target, the image it ran before (what `hoist
+    /// rollback` puts back); returns the images recorded before those, which
+    /// no rollback needs any more.
+    async fn keep_previous(
+        &self,
+        event: &ImageEvent,
+        reports: &[TargetReport],
+        old_images: &HashMap<String, String>,
+    ) -> Vec<String> {
+        let mut older = Vec::new();
+        for report in reports.iter().filter(|r| r.outcome == Outcome::Updated) {
+            let Some(image_id) = old_images.get(&report.name) else {
+                continue;
+            };
+            let previous = crate::job::journal::PreviousImage {
+                image: event.reference.to_string(),
+                digest: report.old_digest.as_ref().map(|d| d.as_str().to_string()),
+                image_id: Some(image_id.clone()),
+                at: Utc::now(),
+            };
+            match self.journal.set_previous(&report.name, previous).await {
+                Ok(Some(before)) => older.extend(before.image_id.filter(|id| id != image_id)),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(container = %report.name, error = %e, "Cannot record the image the target ran before; a rollback of it will not be possible.")
+                }
+            }
+        }
+        older
     }
 
     /// One try of a job: match, pull, update every target, repair what an
@@ -313,6 +349,10 @@ impl Runner {
             if !targets.iter().any(|t| t.name == target.name) {
                 targets.push(target.clone());
             }
+        }
+        // A rollback puts back one target's image, not every target's.
+        if let Some(only) = event.only_target() {
+            targets.retain(|t| t.name == only && t.kind == TargetKind::Container);
         }
         let targets = self.acting_on(targets).await;
         if targets.is_empty() {
@@ -704,6 +744,14 @@ impl Runner {
     async fn remove_old_images(&self, mut old: Vec<String>) {
         old.sort();
         old.dedup();
+        // An image some target still has as its previous one stays.
+        match self.journal.previous_image_ids().await {
+            Ok(kept) => old.retain(|id| !kept.contains(id)),
+            Err(e) => {
+                warn!(error = %e, "Cannot read which images rollbacks need; removing none.");
+                return;
+            }
+        }
         for image in &old {
             match self.engine.remove_image(image).await {
                 Ok(()) => info!(image, "Old image removed."),

@@ -364,6 +364,9 @@ fn pushed(actor: Option<&str>, registry: &str, source: SourceKind) -> String {
         SourceKind::Harbor => format!("{by}to {registry} (Harbor webhook)"),
         // A poll has no pusher to name.
         SourceKind::Poll => format!("found by polling {registry}"),
+        SourceKind::Rollback => {
+            format!("{by}put back by `hoist rollback` (the image it ran before, from {registry})")
+        }
         other => format!("{by}to {registry} ({})", other.describe()),
     }
 }

@@ -276,6 +276,20 @@ impl Engine {
         Ok(ids)
     }
 
+    /// The IDs of every container, labelled or not (for `hoist plan`).
+    pub async fn list_all_ids(&self) -> Result<Vec<String>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        Ok(found.into_iter().filter_map(|c| c.id).collect())
+    }
+
     pub async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, EngineError> {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
