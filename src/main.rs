@@ -20,6 +20,8 @@ Labels on containers (and on Swarm services: deploy labels):
   hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container (at most 24h)
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
                                   (HOIST_SERVICE_DEADLINE for a service; at most 24h)
+  hoist.contract=block            refuse an update whose image changes exposed ports, volumes or user
+                                  (outcome `blocked`; the old container keeps running)
   hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
                                   HOIST_POLL_INTERVAL; 1s to 168h); a new digest redeploys as a push would
   A label with a bad value is logged, and fails that target's next update (nothing is changed).

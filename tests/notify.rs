@@ -37,6 +37,7 @@ fn target(name: &str, outcome: Outcome) -> TargetReport {
         old_digest: Some(digest('a')),
         outcome,
         note: None,
+        contract: Vec::new(),
     }
 }
 

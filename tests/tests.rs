@@ -13,6 +13,8 @@ mod burst;
 mod cli;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// What a new image changes, in every message and the history; hoist.contract=block.
+mod contract;
 /// A private engine killed mid-update (park, create, health gate, pull), hoist
 /// restarted while it is down, a stalled engine, a full state dir.
 mod engine_faults;

@@ -11,6 +11,7 @@
 //! of the engine (or journal) that call for another try.
 
 pub mod container;
+pub mod contract;
 pub mod engine;
 pub mod health;
 pub mod pull;
@@ -40,6 +41,9 @@ pub enum Outcome {
     MonitorOnly,
     /// The target already runs this digest.
     AlreadyCurrent,
+    /// `hoist.contract=block`: the new image changes its ports, volumes or
+    /// user; nothing was touched (the changes are in the target's report).
+    Blocked { reason: String },
 }
 
 impl Outcome {
@@ -51,6 +55,7 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::MonitorOnly => "monitor_only",
             Outcome::AlreadyCurrent => "already_current",
+            Outcome::Blocked { .. } => "blocked",
         }
     }
 }

@@ -22,6 +22,9 @@ pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
 
 /// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
 pub const POLL: &str = "hoist.poll";
+/// `block`: refuse an update whose image changes exposed ports, volumes or
+/// user (`deploy::contract`); `warn` (the default): only say so.
+pub const CONTRACT: &str = "hoist.contract";
 
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
@@ -69,6 +72,8 @@ pub struct TargetOptions {
     /// `hoist.poll`: `None` when the label is absent (the global interval
     /// applies), `Some(None)` for `off` or a bad value, `Some(Some(d))` to poll every `d`.
     pub poll: Option<Option<Duration>>,
+    /// `hoist.contract=block`: refuse an image that changes ports, volumes or user.
+    pub contract_block: bool,
 }
 
 impl TargetOptions {
@@ -113,9 +118,19 @@ impl TargetOptions {
                 None
             })
         });
+        let contract_block = match labels.get(CONTRACT).map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(value) if value == "block" => true,
+            Some(value) if value == "warn" || value.is_empty() => false,
+            Some(value) => {
+                problems.push(format!("label {CONTRACT}={value:?}: expected block or warn"));
+                false
+            }
+        };
         (
             TargetOptions {
                 enabled: labelled || seed_label_form,
+                contract_block,
                 monitor_only,
                 health_grace,
                 health_deadline,

@@ -30,6 +30,7 @@ use super::queue::{JobReceiver, QueuedJob};
 use super::{Job, JobId, Journal};
 use crate::backoff::Backoff;
 use crate::deploy::container::{self, UpdateSettings};
+use crate::deploy::contract::{self, Change};
 use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
 use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::{DeployError, FaultPause, Outcome, StepLog};
@@ -622,15 +623,32 @@ impl Runner {
                     let repository = engine_repository(&target.image);
                     match pulled.get(&repository) {
                         Some(Ok(image)) => {
+                            let changes = self.contract_changes(&target, image).await;
+                            if target.options.contract_block && changes.iter().any(Change::blocks) {
+                                let blocking: Vec<&str> =
+                                    changes.iter().filter(|c| c.blocks()).map(|c| c.field).collect();
+                                warn!(container = %target.name, changes = ?blocking, "Update blocked by hoist.contract=block; the old container keeps running.");
+                                let reason = format!(
+                                    "the new image changes its {}; nothing was changed",
+                                    blocking.join(", ")
+                                );
+                                let mut result = report(&target, Outcome::Blocked { reason }, None);
+                                result.report.contract = changes.into_iter().map(|c| c.text).collect();
+                                return result;
+                            }
                             let settings = self.settings_for(&target);
                             let done = container::update(&self.engine, &target.name, image, &repository, &settings, log).await;
-                            TargetResult {
+                            let mut result = TargetResult {
                                 needs_repair: done.needs_repair,
                                 old_image_id: done.old_image_id,
                                 interrupted: done.interrupted,
                                 touched: done.touched,
                                 ..report(&target, done.outcome, done.old_digest)
+                            };
+                            if result.report.outcome != Outcome::AlreadyCurrent {
+                                result.report.contract = changes.into_iter().map(|c| c.text).collect();
                             }
+                            result
                         }
                         Some(Err(e)) => TargetResult {
                             interrupted: e.is_transient().then(|| e.clone()),
@@ -760,6 +778,21 @@ impl Runner {
         }
     }
 
+    /// What `new` changes against the image `target` runs now (nothing when
+    /// it runs `new` already, or the old image cannot be read).
+    async fn contract_changes(&self, target: &Target, new: &ImageDetails) -> Vec<Change> {
+        if target.image_id == new.id() {
+            return Vec::new();
+        }
+        match self.engine.inspect_image(&target.image_id).await {
+            Ok(old) => contract::diff(&old.contract(), &new.contract()),
+            Err(e) => {
+                debug!(container = %target.name, error = %e, "Cannot read the old image; its changes are not shown.");
+                Vec::new()
+            }
+        }
+    }
+
     /// The global settings with the target's label overrides applied.
     fn settings_for(&self, target: &Target) -> UpdateSettings {
         let mut settings = self.settings.update.clone();
@@ -792,6 +825,7 @@ fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event
         old_digest,
         outcome,
         note: None,
+        contract: Vec::new(),
     }
 }
 
@@ -911,6 +945,7 @@ mod tests {
                     reason: "cannot pull".into(),
                 },
                 note: None,
+                contract: Vec::new(),
             },
             needs_repair: false,
             old_image_id: None,

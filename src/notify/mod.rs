@@ -74,6 +74,11 @@ pub struct TargetReport {
     /// "engine restarted during the update; rolled back, then updated at ...".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the new image changes against the one the target ran (ports,
+    /// volumes, user, entrypoint and cmd, healthcheck, stop signal, working
+    /// dir, env variable names): `deploy::contract`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contract: Vec<String>,
 }
 
 impl Notification {

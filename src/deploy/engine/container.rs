@@ -240,6 +240,12 @@ impl ImageDetails {
     pub fn label(&self, key: &str) -> Option<String> {
         self.raw.config.as_ref()?.labels.as_ref()?.get(key).cloned()
     }
+
+    /// What the image's configuration promises the host (ports, volumes, user...).
+    pub fn contract(&self) -> crate::deploy::contract::Contract {
+        let config = serde_json::to_value(&self.raw.config).unwrap_or_default();
+        crate::deploy::contract::Contract::from_config(&config)
+    }
 }
 
 /// A container change the index cares about.
