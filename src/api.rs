@@ -15,13 +15,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::deploy::engine::Engine;
+use crate::deploy::service::ServicesMode;
+use crate::engine::Engine;
 use crate::event::{Aliases, ImageRef};
 use crate::intake::auth::bearer_matches;
 use crate::inventory::IndexSnapshot;
 use crate::job::{JobQueue, Journal};
 use crate::secret::Secret;
-use crate::swarm::ServicesMode;
 
 /// Extra health detail from stages that have their own checks (notifiers).
 pub type HealthDetail = Arc<dyn Fn() -> Value + Send + Sync>;

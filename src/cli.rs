@@ -31,7 +31,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str, token: Option<String>) -> Result<Client, CliError> {
-        crate::notify::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -40,8 +40,8 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::event::{Aliases, ImageEvent, ImageRef, TagPush};
 use crate::inventory::IndexSnapshot;
-use crate::job::journal::Acceptance;
 use crate::job::{Job, JobQueue, Journal, QueueError};
+use crate::journal::Acceptance;
 use crate::matcher::{may_concern, targets_running};
 use crate::telemetry;
 use auth::RejectionLog;

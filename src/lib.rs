@@ -10,43 +10,63 @@
 //! docker events ──► inventory::watch ──► inventory::index snapshot ─┘
 //!                                                                   │ Notification
 //!                                                                   ▼
-//!                                     job::journal (history API) · notify
+//!                                         journal (history API) · notify
 //! ```
 //!
-//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes).
-//! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
+//! Modules, from the bottom layer up (each depends only on modules above it
+//! in this list, never on one below; there are no dependency cycles):
+//!
+//! - [`secret`], [`backoff`], [`tls`], [`shutdown`]: small utilities.
+//! - [`settings`] reads and validates variables; each stage owns its settings type.
+//! - [`event`] is the vocabulary: image references, digests, the normalized push.
+//! - [`labels`] is the label contract: what a container's or service's labels ask for.
+//! - [`journal`] is the durable record of jobs and steps (crash recovery, history).
+//! - [`telemetry`]: logs and metrics.
 //! - [`registry`] asks registries for a tag's digest, with the docker config's credentials.
-//! - [`inventory`] knows which containers opted in, kept current from the engine's events.
+//! - [`engine`] is the adapter to the Docker Engine API; no other module sees bollard's client.
+//! - [`inventory`] knows which containers and services opted in, kept current from the engine's events.
 //! - [`matcher`] looks up the targets of an event.
-//! - [`job`] orders the work: one job per tag at a time, newest push wins.
 //! - [`deploy`] changes what runs, and never leaves fewer containers running than before.
 //!   Swarm services are pinned to the pushed digest and rolled by Swarm itself.
+//! - [`notify`] tells Slack, Teams and email what a job did.
+//! - [`job`] orders the work: one job per tag at a time, newest push wins.
+//! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
+//! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes), and polls.
 //! - [`swarm`] makes hoist a global service: only the leader manager's hoist
 //!   updates services, and every push is forwarded to every node's hoist.
-//! - [`notify`] and the journal's history (`/v1/history`) tell what happened.
+//! - [`plan`] answers what a push of a tag would redeploy, and why not the rest.
+//! - [`config`] assembles every stage's settings into one [`Config`]; [`api`] and [`app`] wire it all;
+//!   [`cli`] is the operator's client of a running hoist.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
-pub mod config;
 pub mod secret;
 pub mod shutdown;
+pub mod tls;
+
+pub mod settings;
+
+pub mod event;
+pub mod labels;
+pub mod journal;
 pub mod telemetry;
 
-pub mod deploy;
-pub mod event;
-pub mod intake;
-pub mod inventory;
-pub mod job;
-pub mod matcher;
-pub mod notify;
 pub mod registry;
+pub mod engine;
+pub mod inventory;
+pub mod matcher;
+pub mod deploy;
+pub mod notify;
+pub mod job;
+pub mod intake;
 pub mod source;
 pub mod swarm;
+pub mod plan;
 
+pub mod config;
 pub mod api;
 pub mod app;
 pub mod cli;
-pub mod plan;
 
 /// Properties of the parsers of untrusted input, for the fuzz targets and property tests.
 #[cfg(any(test, fuzzing))]

@@ -7,11 +7,11 @@
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::deploy::engine::{Engine, EngineError};
+use crate::deploy::service::{acts_on_services, ServicesMode};
+use crate::engine::{Engine, EngineError};
 use crate::event::{Aliases, ImageRef};
 use crate::inventory::{watch::target_from, IndexSnapshot, TargetKind, PARKED_SUFFIX};
 use crate::matcher::targets_running;
-use crate::swarm::{self, ServicesMode};
 
 /// One container or service running the tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,7 +99,7 @@ pub async fn plan(
             Some(why) => plan.skipped.push(entry(Some(why))),
         }
     }
-    let services_here = swarm::acts_on_services(engine, services).await;
+    let services_here = acts_on_services(engine, services).await;
     for service in targets_running(image, snapshot, aliases)
         .iter()
         .filter(|t| t.kind == TargetKind::Service)

@@ -2,6 +2,7 @@
 //! function per notable occurrence, so that what is logged is also counted.
 
 use std::io::IsTerminal;
+use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -9,8 +10,23 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-use crate::deploy::Outcome;
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+}
 
 pub const EVENTS_RECEIVED: &str = "hoist_events_received_total";
 pub const JOBS: &str = "hoist_jobs_total";
@@ -80,8 +96,8 @@ pub fn queue_depth(depth: usize) {
 }
 
 /// A target's update ended.
-pub fn job_outcome(outcome: &Outcome, took: Duration) {
-    metrics::counter!(JOBS, "outcome" => outcome.as_str()).increment(1);
+pub fn job_outcome(outcome: &'static str, took: Duration) {
+    metrics::counter!(JOBS, "outcome" => outcome).increment(1);
     metrics::histogram!(JOB_DURATION).record(took.as_secs_f64());
 }
 

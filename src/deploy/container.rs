@@ -20,12 +20,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
 use super::{health, recreate, DeployError, Outcome, StepLog};
-use crate::config::HealthConfig;
+use crate::deploy::health::HealthConfig;
+use crate::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
 use crate::event::Digest;
 use crate::inventory::{TargetOptions, PARKED_SUFFIX};
-use crate::job::journal::StepRecord;
+use crate::journal::StepRecord;
 
 /// How many log lines of a failed container go into the report.
 pub const LOG_TAIL_LINES: usize = 20;
@@ -449,7 +449,7 @@ async fn repair(engine: &Engine, parked: &Parked, verified: bool, cause: &str) -
         .map_err(|e| e.to_string())?;
     let old = match engine.inspect_container(&parked.id).await {
         Ok(old) => Some(old),
-        Err(super::engine::EngineError::NotFound { .. }) => None,
+        Err(crate::engine::EngineError::NotFound { .. }) => None,
         Err(e) => return Err(e.to_string()),
     };
     if verified {

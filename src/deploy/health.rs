@@ -8,9 +8,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::engine::{Engine, Health};
 use super::DeployError;
-use crate::config::HealthConfig;
+use crate::engine::{Engine, Health};
+
+/// How a new container is judged to have come up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Without a healthcheck: how long the new container must stay running.
+    pub grace: Duration,
+    /// The most time a new container gets to become running (and healthy).
+    pub deadline: Duration,
+}
 
 /// How often the container is inspected while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -26,7 +34,7 @@ pub async fn wait_until_up(engine: &Engine, id: &str, settings: &HealthConfig) -
 
 /// Why the gate was not passed.
 enum Checked {
-    Engine(super::engine::EngineError),
+    Engine(crate::engine::EngineError),
     Down(String),
 }
 

@@ -1,10 +1,9 @@
 //! Changing what runs.
 //!
-//! `engine` is the adapter to the Docker Engine API (bollard), with `pull`
-//! (pulls, and the header fix that keeps credentials intact) and `recreate`
-//! (the pure recreate spec: old inspect in, create body out); no other module
-//! sees bollard. `container` recreates a standalone container with its
-//! configuration intact and rolls back when the new one does not come up;
+//! `pull` pulls (with the registry's credentials) and `recreate` is the pure
+//! recreate spec (old inspect in, create body out); both go through
+//! [`crate::engine`], the adapter to the Docker Engine API. `container`
+//! recreates a standalone container with its configuration intact and rolls back when the new one does not come up;
 //! `health` decides whether it came up. `service` pins a Swarm service to the
 //! pushed digest and follows Swarm's own rolling update to its end.
 //! [`DeployError`] sorts what goes wrong into verdicts on the push and faults
@@ -12,7 +11,6 @@
 
 pub mod container;
 pub mod contract;
-pub mod engine;
 pub mod health;
 pub mod pull;
 pub mod recreate;
@@ -102,11 +100,11 @@ impl DeployError {
     }
 
     /// An engine error, sorted; `context` says what was being done.
-    pub fn from_engine(context: &str, error: &engine::EngineError) -> DeployError {
+    pub fn from_engine(context: &str, error: &crate::engine::EngineError) -> DeployError {
         let message = format!("{context}: {error}");
         match error {
-            engine::EngineError::TimedOut(_) => DeployError::EngineStalled(message),
-            engine::EngineError::Unreachable(_) => DeployError::EngineGone(message),
+            crate::engine::EngineError::TimedOut(_) => DeployError::EngineStalled(message),
+            crate::engine::EngineError::Unreachable(_) => DeployError::EngineGone(message),
             _ if error.is_transient() => DeployError::EngineFailed(message),
             _ => DeployError::Verdict(message),
         }
@@ -159,10 +157,10 @@ impl FaultPause {
 
     /// A release build (without the `fault-injection` feature) never pauses.
     #[cfg(not(feature = "fault-injection"))]
-    async fn pause(&self, _job: crate::job::JobId, _step: &str) {}
+    async fn pause(&self, _job: crate::journal::JobId, _step: &str) {}
 
     #[cfg(feature = "fault-injection")]
-    async fn pause(&self, job: crate::job::JobId, step: &str) {
+    async fn pause(&self, job: crate::journal::JobId, step: &str) {
         if self.step != step {
             return;
         }
@@ -190,8 +188,8 @@ impl FaultPause {
 /// It also holds the fault-test hook ([`FaultPause`]).
 #[derive(Clone)]
 pub struct StepLog {
-    journal: crate::job::Journal,
-    job: crate::job::JobId,
+    journal: crate::journal::Journal,
+    job: crate::journal::JobId,
     pause: Option<std::sync::Arc<FaultPause>>,
     /// When the push arrived, for the push-to-running and push-to-healthy metrics.
     received_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -199,8 +197,8 @@ pub struct StepLog {
 
 impl StepLog {
     pub fn new(
-        journal: crate::job::Journal,
-        job: crate::job::JobId,
+        journal: crate::journal::Journal,
+        job: crate::journal::JobId,
         pause: Option<std::sync::Arc<FaultPause>>,
     ) -> StepLog {
         StepLog {
@@ -218,7 +216,7 @@ impl StepLog {
     }
 
     /// The job the steps are recorded for.
-    pub fn job(&self) -> crate::job::JobId {
+    pub fn job(&self) -> crate::journal::JobId {
         self.job
     }
 

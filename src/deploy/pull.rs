@@ -5,7 +5,7 @@ use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{CreateImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
-use super::engine::{Engine, EngineError, ImageDetails};
+use crate::engine::{docker_credentials, Engine, EngineError, ImageDetails};
 use crate::event::Digest;
 use crate::registry::credentials::RegistryAuth;
 
@@ -98,42 +98,13 @@ enum PullStopped {
     Engine(EngineError),
 }
 
-/// Registry credentials as the engine takes them (`X-Registry-Auth`), for pulls and service updates.
-pub(in crate::deploy) fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
-    bollard::auth::DockerCredentials {
-        username: auth.username.clone(),
-        password: auth.password.as_ref().map(|p| p.expose().clone()),
-        identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
-        serveraddress: Some(auth.server.clone()),
-        ..Default::default()
-    }
-}
-
-/// bollard encodes `X-Registry-Auth` as standard base64, but the engine
-/// decodes it as URL-safe base64 and silently ignores a header it cannot read
-/// (moby#33434), which loses credentials whose JSON encodes to `+` or `/`.
-/// Installed on every engine request: rewrites the header into the engine's alphabet.
-pub(in crate::deploy) fn registry_auth_in_url_safe_base64(
-    mut request: bollard::BollardRequest,
-) -> bollard::BollardRequest {
-    for name in ["x-registry-auth", "x-registry-config"] {
-        if let Some(value) = request.headers_mut().get_mut(name) {
-            let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
-            if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
-                *value = fixed;
-            }
-        }
-    }
-    request
-}
-
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::deploy::engine::{Engine, ServiceDetails};
+    use crate::engine::{Engine, ServiceDetails};
     use crate::registry::credentials::RegistryAuth;
     use crate::secret::Secret;
 
@@ -226,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_engine_that_takes_the_call_and_never_answers_times_out() {
-        use crate::deploy::engine::EngineError;
+        use crate::engine::EngineError;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {

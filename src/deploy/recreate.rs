@@ -15,20 +15,8 @@ use std::collections::{HashMap, HashSet};
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, Mount, MountType, NetworkingConfig};
 
-use super::engine::{ContainerDetails, ImageDetails};
-use crate::inventory::labels;
-
-/// The body of a container to create, and the networks to connect before start.
-#[derive(Clone, Debug)]
-pub struct CreateSpec {
-    pub(in crate::deploy) body: ContainerCreateBody,
-    pub(in crate::deploy) extra_networks: Vec<(String, EndpointSettings)>,
-    /// A MAC address the user chose, for engines before API 1.44, which take
-    /// it in `Config.MacAddress` (a field the body's model lacks) and ignore
-    /// the endpoint's. Newer engines read it from the primary endpoint, where
-    /// the body has it too.
-    pub(in crate::deploy) mac_address: Option<String>,
-}
+use crate::engine::{ContainerDetails, CreateSpec, ImageDetails};
+use crate::labels;
 
 /// Why the spec cannot be built; nothing has been touched.
 #[derive(Debug, thiserror::Error)]

@@ -20,14 +20,15 @@
 //! nor rolls back by itself. The failed tasks' messages go into the report.
 
 use std::future::Future;
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::engine::{Engine, EngineError, ServiceDetails, TaskDetails, UpdateState, UpdateStatus};
 use super::Outcome;
+use crate::engine::{Engine, EngineError, ServiceDetails, TaskDetails, UpdateState, UpdateStatus};
 use crate::event::{Digest, ImageRef};
 use crate::registry::credentials::{Credentials, RegistryAuth};
 
@@ -353,12 +354,7 @@ fn failed(old_digest: Option<Digest>, reason: String) -> ServiceUpdate {
     }
 }
 
-/// The digest a service image is pinned to (`...@sha256:...`).
-pub fn pinned_digest(image: &str) -> Option<Digest> {
-    image
-        .rsplit_once('@')
-        .and_then(|(_, digest)| Digest::parse(digest).ok())
-}
+pub use crate::event::pinned_digest;
 
 /// `image` as the service names it (registry and repository as written, tag
 /// kept, `latest` when there is none), pinned to `digest`.
@@ -369,6 +365,42 @@ pub fn pinned_image(image: &str, digest: &Digest) -> String {
         format!("{name}@{digest}")
     } else {
         format!("{name}:latest@{digest}")
+    }
+}
+
+/// Whether this hoist may update Swarm services.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServicesMode {
+    /// When this engine is the swarm's leader manager (the default).
+    #[default]
+    Leader,
+    /// Never: containers only (another tool, or another hoist, owns the services).
+    Off,
+}
+
+impl FromStr for ServicesMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "leader" => Ok(ServicesMode::Leader),
+            "off" => Ok(ServicesMode::Off),
+            _ => Err("expected leader or off".into()),
+        }
+    }
+}
+
+/// Whether this hoist may update services now: the mode allows it and this
+/// engine is the swarm's leader. Asked per job, because leadership moves.
+pub async fn acts_on_services(engine: &Engine, mode: ServicesMode) -> bool {
+    if mode == ServicesMode::Off {
+        return false;
+    }
+    match engine.swarm_role().await {
+        Ok(role) => role.leader,
+        Err(e) => {
+            warn!(error = %e, "Cannot tell whether this engine leads the swarm; leaving services alone.");
+            false
+        }
     }
 }
 

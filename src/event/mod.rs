@@ -236,6 +236,13 @@ impl From<ImageEvent> for TagPush {
     }
 }
 
+/// The digest a service image is pinned to (`...@sha256:...`).
+pub fn pinned_digest(image: &str) -> Option<Digest> {
+    image
+        .rsplit_once('@')
+        .and_then(|(_, digest)| Digest::parse(digest).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::SourceKind;

@@ -5,14 +5,14 @@
 //! matcher reads without locking.
 
 pub mod index;
-pub mod labels;
+pub mod services;
 pub mod watch;
 
 use serde::Serialize;
 
 use crate::event::ImageRef;
+pub use crate::labels::TargetOptions;
 pub use index::{IndexSnapshot, TargetIndex};
-pub use labels::TargetOptions;
 
 /// A container's or service's ID, as the engine gives it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

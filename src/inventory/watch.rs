@@ -1,7 +1,7 @@
 //! The watch task: keeps the target index current from the engine.
 //!
 //! At start it lists every labelled container (and, on a swarm manager, every
-//! labelled service: `swarm::discovery`); then it follows the engine's event
+//! labelled service: `inventory::services`); then it follows the engine's event
 //! streams, re-inspecting a container or service whenever it changes. When a
 //! stream drops (engine restart), it reconnects with backoff and resyncs from
 //! a full list, because events missed meanwhile are gone. It resyncs too when
@@ -17,12 +17,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE, LEGACY_ENABLE};
 use super::{IndexSnapshot, Target, TargetId, TargetIndex, TargetKind, PARKED_SUFFIX};
 use crate::backoff::Backoff;
-use crate::deploy::engine::{ContainerDetails, Engine, EngineError, EngineEvent, ServiceEvent};
+use crate::engine::{ContainerDetails, Engine, EngineError, EngineEvent, ServiceEvent};
 use crate::event::ImageRef;
-use crate::swarm::discovery;
+use crate::inventory::services as discovery;
+use crate::labels::{TargetOptions, COMPOSE_PROJECT, COMPOSE_SERVICE, LEGACY_ENABLE};
 
 /// How often the swarm role is checked for a change that needs a resync.
 pub const ROLE_CHECK: Duration = Duration::from_secs(30);

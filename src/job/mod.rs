@@ -6,14 +6,13 @@
 //! up to a limit. Every job is journaled before it is acknowledged, and every
 //! step that changes the engine before it is taken.
 
-pub mod journal;
 pub mod queue;
 pub mod rollback;
 pub mod runner;
 
 use crate::deploy::Outcome;
 use crate::event::ImageEvent;
-pub use journal::{JobId, Journal};
+pub use crate::journal::{JobId, Journal};
 pub use queue::{JobQueue, JobReceiver, QueueError};
 pub use runner::{Runner, RunnerSettings};
 

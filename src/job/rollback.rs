@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::event::{Digest, ImageEvent};
 use crate::inventory::{IndexSnapshot, TargetKind};
-use crate::job::journal::Acceptance;
 use crate::job::{Job, JobId, JobQueue, Journal, QueueError};
+use crate::journal::Acceptance;
 
 /// What a rollback request was answered with.
 #[derive(Debug, Serialize)]

@@ -31,15 +31,15 @@ use super::{Job, JobId, Journal};
 use crate::backoff::Backoff;
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::contract::{self, Change};
-use crate::deploy::engine::{engine_repository, Engine, ImageDetails};
+use crate::deploy::service::ServicesMode;
 use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::{DeployError, FaultPause, Outcome, StepLog};
+use crate::engine::{engine_repository, Engine, ImageDetails};
 use crate::event::{Aliases, ImageEvent, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::matcher::matching_targets;
 use crate::notify::{Notification, TargetReport};
 use crate::registry::Credentials;
-use crate::swarm::{self, ServicesMode};
 use crate::telemetry;
 
 /// What the runner needs besides its channels.
@@ -313,7 +313,7 @@ impl Runner {
             let Some(image_id) = old_images.get(&report.name) else {
                 continue;
             };
-            let previous = crate::job::journal::PreviousImage {
+            let previous = crate::journal::PreviousImage {
                 image: event.reference.to_string(),
                 digest: report.old_digest.as_ref().map(|d| d.as_str().to_string()),
                 image_id: Some(image_id.clone()),
@@ -448,7 +448,7 @@ impl Runner {
 
     /// The journaled steps of a job. Retried until read: running a job whose
     /// half-done state is unknown could undo the wrong container.
-    async fn read_steps(&self, job: JobId) -> Vec<crate::job::journal::StepRecord> {
+    async fn read_steps(&self, job: JobId) -> Vec<crate::journal::StepRecord> {
         for attempt in 1u32.. {
             match self.journal.steps(job).await {
                 Ok(steps) => return steps,
@@ -478,8 +478,8 @@ impl Runner {
         let _key_guard = key_lock.lock().await;
         // Journaled like any job, so it is in the history and survives restarts.
         let id = match self.journal.accept(&event).await {
-            Ok(crate::job::journal::Acceptance::New(id)) => id,
-            Ok(crate::job::journal::Acceptance::Duplicate(_)) => return,
+            Ok(crate::journal::Acceptance::New(id)) => id,
+            Ok(crate::journal::Acceptance::Duplicate(_)) => return,
             Err(e) => {
                 warn!(error = %e, "Cannot journal a followed service update; following it anyway.");
                 JobId(0)
@@ -497,7 +497,7 @@ impl Runner {
     /// Without the leader's role, service targets are left to the hoist that has it.
     async fn acting_on(&self, targets: Vec<Target>) -> Vec<Target> {
         if !targets.iter().any(|t| t.kind == TargetKind::Service)
-            || swarm::acts_on_services(&self.engine, self.settings.services).await
+            || service::acts_on_services(&self.engine, self.settings.services).await
         {
             return targets;
         }
@@ -532,7 +532,7 @@ impl Runner {
             duration: clock.elapsed(),
         };
         for report in &notification.targets {
-            telemetry::job_outcome(&report.outcome, clock.elapsed());
+            telemetry::job_outcome(report.outcome.as_str(), clock.elapsed());
         }
         info!(
             image = %event.reference,

@@ -16,12 +16,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::render::{self, Tone};
-use super::{
-    error_text, install_crypto_provider, keys, scrub, BoxFuture, Channel, Notification, NotifyError,
-    SendError,
-};
-use crate::config::Reader;
+use super::{error_text, keys, scrub, BoxFuture, Channel, Notification, NotifyError, SendError};
 use crate::secret::Secret;
+use crate::settings::Reader;
+use crate::tls::install_crypto_provider;
 
 /// How the SMTP connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,7 +481,7 @@ mod tests {
         }
     }
 
-    fn read(pairs: &[(&'static str, &str)]) -> (Option<EmailConfig>, Vec<crate::config::ConfigProblem>) {
+    fn read(pairs: &[(&'static str, &str)]) -> (Option<EmailConfig>, Vec<crate::settings::ConfigProblem>) {
         let vars: HashMap<&'static str, String> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let mut reader = Reader::new(&vars);
         let config = EmailConfig::from_reader(&mut reader);

@@ -35,10 +35,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::config::Reader;
 use crate::deploy::Outcome;
 use crate::event::{Digest, ImageRef, SourceKind};
 use crate::secret::Secret;
+use crate::settings::Reader;
+use crate::tls::install_crypto_provider;
 
 /// One push, and what became of each target it matched.
 #[derive(Clone, Debug, Serialize)]
@@ -329,21 +330,6 @@ pub enum NotifyError {
     /// The SMTP transport could not be set up (TLS parameters).
     #[error("could not set up the smtp transport: {0}")]
     Smtp(String),
-}
-
-/// Makes ring the process's rustls crypto provider, once.
-///
-/// reqwest is built with `rustls-no-provider` (to keep aws-lc-rs out of the
-/// build), so a provider must be installed before any client is built. Every
-/// constructor here calls it; calling it again, or after the app installed
-/// one, is harmless.
-pub fn install_crypto_provider() {
-    if rustls::crypto::ring::default_provider()
-        .install_default()
-        .is_err()
-    {
-        // A provider was installed already (by us or by the app): nothing to do.
-    }
 }
 
 /// Replaces every occurrence of each secret (4 characters or more, so that a
@@ -720,7 +706,7 @@ mod tests {
     use super::*;
     use crate::notify::render::tests::{notification, target};
 
-    fn read(pairs: &[(&'static str, &str)]) -> (NotifyConfig, Vec<crate::config::ConfigProblem>) {
+    fn read(pairs: &[(&'static str, &str)]) -> (NotifyConfig, Vec<crate::settings::ConfigProblem>) {
         let vars: HashMap<&'static str, String> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let mut reader = Reader::new(&vars);
         let config = NotifyConfig::from_reader(&mut reader);
@@ -783,7 +769,7 @@ mod tests {
                 (keys::NOTIFY_RETRIES, Some("99".into())),
             ]
         );
-        let text = crate::config::ConfigError(problems).to_string();
+        let text = crate::settings::ConfigError(problems).to_string();
         assert!(!text.contains("SECRET"), "{text}");
     }
 

@@ -11,10 +11,9 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use url::Url;
 
-use super::{
-    error_text, install_crypto_provider, scrub, BoxFuture, Channel, Notification, NotifyError, SendError,
-};
+use super::{error_text, scrub, BoxFuture, Channel, Notification, NotifyError, SendError};
 use crate::secret::Secret;
+use crate::tls::install_crypto_provider;
 
 /// How much of an error response body is kept for the log (Slack answers
 /// `invalid_payload`, `no_text`, ...: short codes worth seeing).

@@ -305,7 +305,7 @@ enum Failure {
 impl Client {
     /// A client that logs in with `credentials` and speaks plain http to `insecure` registries.
     pub fn new(credentials: Credentials, insecure: Insecure) -> Result<Client, BuildError> {
-        crate::notify::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

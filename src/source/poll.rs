@@ -31,11 +31,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
 use crate::backoff::jitter_fraction;
-use crate::deploy::engine::Engine;
+use crate::engine::Engine;
 use crate::event::{Aliases, Digest, ImageEvent, ImageRef, SourceKind, TagKey};
 use crate::inventory::{IndexSnapshot, Target, TargetKind};
-use crate::job::journal::Acceptance;
 use crate::job::{Job, JobQueue, Journal, QueueError};
+use crate::journal::Acceptance;
 use crate::registry;
 use crate::telemetry;
 

@@ -18,10 +18,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{discovery, ServicesMode};
-use crate::deploy::engine::{Engine, ServiceDetails, UpdateState};
-use crate::deploy::service::pinned_digest;
+use crate::deploy::service::ServicesMode;
+use crate::engine::{Engine, ServiceDetails, UpdateState};
+use crate::event::pinned_digest;
 use crate::event::{ImageEvent, SourceKind};
+use crate::inventory::services as discovery;
 use crate::job::Runner;
 
 /// How often the swarm role is checked for a change of leader.

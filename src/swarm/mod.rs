@@ -3,13 +3,13 @@
 //! Three things change when hoist runs once per node instead of once per host:
 //!
 //! - **Who updates services.** Every manager can list and update services, so
-//!   only the hoist whose engine is the raft *leader* does ([`acts_on_services`],
+//!   only the hoist whose engine is the raft *leader* does ([`crate::deploy::service::acts_on_services`],
 //!   asked at the start of each job). Workers and the other managers update
 //!   their own standalone containers only. `deploy::service` never sends an
 //!   update twice (a service already pinned to the pushed digest is followed or
 //!   `AlreadyCurrent`), and [`adopt`] makes a new leader follow, to its end and
 //!   into the history and notifications, an update its predecessor started.
-//! - **Which targets are known.** [`discovery`] adds labelled services to the
+//! - **Which targets are known.** [`crate::inventory::services`] adds labelled services to the
 //!   target index on managers, from `type=service` engine events.
 //! - **Who hears about a push.** The registry calls one address; the routing
 //!   mesh hands the request to one node's hoist. [`forward`] passes each update
@@ -19,18 +19,15 @@
 //!   forwarded again.
 
 pub mod adopt;
-pub mod discovery;
 pub mod forward;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use tracing::warn;
 use url::Url;
 
-use crate::config::Reader;
-use crate::deploy::engine::Engine;
+use crate::deploy::service::ServicesMode;
+use crate::settings::Reader;
 
 /// Names of the variables read here.
 pub mod keys {
@@ -39,27 +36,6 @@ pub mod keys {
     pub const PEERS: &str = "HOIST_PEERS";
     pub const PEERS_DNS: &str = "HOIST_PEERS_DNS";
     pub const FORWARD_ATTEMPTS: &str = "HOIST_FORWARD_ATTEMPTS";
-}
-
-/// Whether this hoist may update Swarm services.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ServicesMode {
-    /// When this engine is the swarm's leader manager (the default).
-    #[default]
-    Leader,
-    /// Never: containers only (another tool, or another hoist, owns the services).
-    Off,
-}
-
-impl FromStr for ServicesMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "leader" => Ok(ServicesMode::Leader),
-            "off" => Ok(ServicesMode::Off),
-            _ => Err("expected leader or off".into()),
-        }
-    }
 }
 
 /// Where the other hoists of the swarm are found.
@@ -165,21 +141,6 @@ impl SwarmConfig {
             service_deadline,
             peers: Peers { urls, dns },
             forward_attempts,
-        }
-    }
-}
-
-/// Whether this hoist may update services now: the mode allows it and this
-/// engine is the swarm's leader. Asked per job, because leadership moves.
-pub async fn acts_on_services(engine: &Engine, mode: ServicesMode) -> bool {
-    if mode == ServicesMode::Off {
-        return false;
-    }
-    match engine.swarm_role().await {
-        Ok(role) => role.leader,
-        Err(e) => {
-            warn!(error = %e, "Cannot tell whether this engine leads the swarm; leaving services alone.");
-            false
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_poll};
+use crate::settings::{parse_duration, parse_poll};
 
 /// Opts a container (or Swarm service) in.
 pub const ENABLE: &str = "hoist.enable";

@@ -20,7 +20,7 @@ use bollard::Docker;
 
 use crate::event::ImageRef;
 
-pub use container::{ContainerDetails, EngineEvent, Health, ImageDetails, RestartPolicyName};
+pub use container::{ContainerDetails, CreateSpec, EngineEvent, Health, ImageDetails, RestartPolicyName};
 /// `HOIST_PULL_TIMEOUT`'s default.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -69,7 +69,7 @@ impl EngineError {
         matches!(self, EngineError::Refused { message, .. } if message.contains("update out of sequence"))
     }
 
-    pub(in crate::deploy) fn from_bollard(action: impl Into<String>, error: BollardError) -> EngineError {
+    pub(crate) fn from_bollard(action: impl Into<String>, error: BollardError) -> EngineError {
         let action = action.into();
         match error {
             BollardError::DockerResponseServerError { status_code: 404, .. } => {
@@ -89,17 +89,17 @@ impl EngineError {
 /// The Docker Engine, with the API version negotiated once it answers.
 #[derive(Clone)]
 pub struct Engine {
-    pub(in crate::deploy) docker: Docker,
+    pub(crate) docker: Docker,
     /// The same engine as plain JSON, for fields bollard's models lack; `None`
     /// when it is reached in a way only bollard speaks (TLS, SSH).
     raw: Option<raw::RawApi>,
     /// The most a whole pull may take (`HOIST_PULL_TIMEOUT`).
-    pub(in crate::deploy) pull_timeout: Duration,
+    pub(crate) pull_timeout: Duration,
     /// How long one call may take to be answered (`HOIST_ENGINE_TIMEOUT`):
     /// the one place engine calls are bounded (bollard's client timeout, and
     /// the plain-JSON client's). A stop gets its stop grace on top; a pull
     /// has `pull_timeout` in all; a log read for a report, this long in all.
-    pub(in crate::deploy) call_limit: Duration,
+    pub(crate) call_limit: Duration,
     /// Set once the API version is negotiated (bollard shares the version
     /// between clones). bollard's own calls carry no version prefix (the
     /// engine serves them at its own version), so they work before; the
@@ -125,7 +125,7 @@ impl Engine {
             .map_err(|e| EngineError::Unreachable(e.to_string()))?
             // Per call; a stop, which answers only once done, sets its own.
             .with_timeout(call_limit)
-            .with_request_modifier(super::pull::registry_auth_in_url_safe_base64);
+            .with_request_modifier(registry_auth_in_url_safe_base64);
         let engine = Engine {
             docker,
             raw: raw::RawApi::new(docker_host, call_limit),
@@ -208,5 +208,36 @@ pub fn engine_repository(reference: &ImageRef) -> String {
     match reference.registry() {
         "docker.io" => reference.repository().trim_start_matches("library/").to_string(),
         host => format!("{host}/{}", reference.repository()),
+    }
+}
+
+/// bollard encodes `X-Registry-Auth` as standard base64, but the engine
+/// decodes it as URL-safe base64 and silently ignores a header it cannot read
+/// (moby#33434), which loses credentials whose JSON encodes to `+` or `/`.
+/// Installed on every engine request: rewrites the header into the engine's alphabet.
+pub(crate) fn registry_auth_in_url_safe_base64(
+    mut request: bollard::BollardRequest,
+) -> bollard::BollardRequest {
+    for name in ["x-registry-auth", "x-registry-config"] {
+        if let Some(value) = request.headers_mut().get_mut(name) {
+            let fixed = value.to_str().map(|v| v.replace('+', "-").replace('/', "_"));
+            if let Ok(Ok(fixed)) = fixed.map(|f| f.parse()) {
+                *value = fixed;
+            }
+        }
+    }
+    request
+}
+
+/// Registry credentials as the engine takes them (`X-Registry-Auth`), for pulls and service updates.
+pub(crate) fn docker_credentials(
+    auth: &crate::registry::credentials::RegistryAuth,
+) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: auth.username.clone(),
+        password: auth.password.as_ref().map(|p| p.expose().clone()),
+        identitytoken: auth.identity_token.as_ref().map(|t| t.expose().clone()),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
     }
 }

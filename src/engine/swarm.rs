@@ -9,9 +9,9 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
+use super::docker_credentials;
 use super::{Engine, EngineError};
-use crate::deploy::pull::docker_credentials;
-use crate::inventory::labels;
+use crate::labels;
 use crate::registry::credentials::RegistryAuth;
 
 /// This engine's place in a swarm.

@@ -6,11 +6,11 @@
 
 use tracing::{debug, warn};
 
-use crate::deploy::engine::{Engine, EngineError, ServiceDetails, ServiceEvent};
-use crate::deploy::service::pinned_digest;
+use crate::engine::{Engine, EngineError, ServiceDetails, ServiceEvent};
+use crate::event::pinned_digest;
 use crate::event::ImageRef;
-use crate::inventory::labels::{TargetOptions, STACK_NAMESPACE};
 use crate::inventory::{Target, TargetId, TargetIndex, TargetKind};
+use crate::labels::{TargetOptions, STACK_NAMESPACE};
 
 /// Turns an inspected service into a target, or says why it is not one.
 pub fn target_from(service: &ServiceDetails) -> Result<Target, String> {

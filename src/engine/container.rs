@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage, HealthStatusEnum,
-    ImageInspect, NetworkConnectRequest, RestartPolicy,
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EndpointSettings, EventMessage,
+    HealthStatusEnum, ImageInspect, NetworkConnectRequest, RestartPolicy,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -15,18 +15,29 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 
 use super::{Engine, EngineError};
-use crate::deploy::recreate::CreateSpec;
 use crate::event::Digest;
-use crate::inventory::labels;
+use crate::labels;
+
+/// The body of a container to create, and the networks to connect before start.
+#[derive(Clone, Debug)]
+pub struct CreateSpec {
+    pub(crate) body: ContainerCreateBody,
+    pub(crate) extra_networks: Vec<(String, EndpointSettings)>,
+    /// A MAC address the user chose, for engines before API 1.44, which take
+    /// it in `Config.MacAddress` (a field the body's model lacks) and ignore
+    /// the endpoint's. Newer engines read it from the primary endpoint, where
+    /// the body has it too.
+    pub(crate) mac_address: Option<String>,
+}
 
 /// What hoist needs of one container, from a full inspect.
 #[derive(Clone, Debug)]
 pub struct ContainerDetails {
-    pub(in crate::deploy) raw: ContainerInspectResponse,
+    pub(crate) raw: ContainerInspectResponse,
     /// `Config.MacAddress`: where engines before API 1.44 keep a MAC address
     /// the user chose. bollard's models lack the field, so it is only known
     /// when the inspect was read as plain JSON ([`Engine::inspect_container_full`]).
-    pub(in crate::deploy) config_mac_address: Option<String>,
+    pub(crate) config_mac_address: Option<String>,
 }
 
 impl ContainerDetails {
@@ -195,7 +206,7 @@ impl ContainerDetails {
 /// (and journaled, so it can be put back after a crash).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
-pub struct RestartPolicyName(pub(in crate::deploy) RestartPolicy);
+pub struct RestartPolicyName(pub(crate) RestartPolicy);
 
 /// Health as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +219,7 @@ pub enum Health {
 /// What hoist needs of one local image.
 #[derive(Clone, Debug)]
 pub struct ImageDetails {
-    pub(in crate::deploy) raw: ImageInspect,
+    pub(crate) raw: ImageInspect,
 }
 
 impl ImageDetails {
