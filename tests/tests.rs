@@ -36,6 +36,8 @@ mod recovery;
 mod recreate;
 /// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
 mod registry;
+/// Least privilege: hoist through an allow-list HAProxy (compose/socket-proxy.cfg); a push still redeploys.
+mod socket_proxy;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Every source end to end: a realistic payload redeploys the labelled container.
