@@ -265,3 +265,62 @@ async fn a_push_that_changes_nothing_sends_no_message() {
         hoist.stop().await;
     }
 }
+
+/// HOIST_HISTORY_RETENTION prunes the journal at start: an old finished job
+/// is gone from the history, a recent one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_jobs_are_pruned_from_the_history_at_start() {
+    use hoist::event::{Digest, ImageEvent, ImageRef, SourceKind};
+    use hoist::journal::{Acceptance, Journal};
+    let state = tempfile::tempdir().unwrap();
+    let journal = Journal::open(state.path()).unwrap();
+    let mut ids = Vec::new();
+    for (n, c) in ["old", "recent"].iter().zip(['a', 'b']) {
+        let event = ImageEvent {
+            reference: ImageRef::parse("127.0.0.1:5999/team/pruned:1").unwrap(),
+            digest: Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap(),
+            source: SourceKind::Ci,
+            delivery_id: Some(format!("retention-{n}")),
+            actor: None,
+            received_at: chrono::Utc::now(),
+        };
+        let Acceptance::New(id) = journal.accept(&event).await.unwrap() else {
+            panic!("a new job")
+        };
+        journal
+            .finish(
+                id,
+                "done",
+                Some(json!({ "image": event.reference.to_string(), "which": n })),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    drop(journal);
+    let db = rusqlite::Connection::open(state.path().join("hoist.db")).unwrap();
+    db.execute(
+        "UPDATE jobs SET finished_at = '2020-01-01T00:00:00+00:00' WHERE delivery_id = 'retention-old'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let hoist = Hoist::start_in(state, &[("HOIST_HISTORY_RETENTION", "30d")]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = hoist.get_json("/v1/history").await;
+        let which: Vec<&str> = history["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|j| j["which"].as_str())
+            .collect();
+        if which == ["recent"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old job was not pruned: {history}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hoist.stop().await;
+}
