@@ -1008,7 +1008,7 @@ class Bench:
             # What CI holds to the limit: the image the script builds by default
             # (one release build; static musl where the target is installed).
             p = self.package("", "default")
-            out["images"].append(("static musl binary" if p["linkage"] == "static" else "glibc binary", p))
+            out["images"].append(("static binary" if p["linkage"] == "static" else "glibc binary", p))
         else:
             if self.args.musl_binary and os.path.exists(self.args.musl_binary):
                 out["images"].append(("static musl binary", self.package(self.args.musl_binary, "musl")))

@@ -5,14 +5,19 @@
 #   scripts/package-image.sh [BINARY] [TAG]
 #
 # BINARY (default: empty, meaning "the release build") is any hoist binary:
-# a static one goes in alone; a glibc-linked one goes in with the shared
-# libraries `ldd` lists, at the paths the loader expects (about 3.2 MB more).
-# The release build is built (or brought up to date) first: the static musl
-# one (x86_64-unknown-linux-musl, which needs the rustup target and a musl C
+# a static one goes in alone; a dynamically linked one goes in with the
+# shared libraries `ldd` lists, at the paths the loader expects (about 3.2 MB
+# more, which would put the image over 10 MB).
+# The release build is built (or brought up to date) first, static: with
+# musl (x86_64-unknown-linux-musl, which needs the rustup target and a musl C
 # compiler, Debian's musl-tools, for ring's and SQLite's C code) when this
-# machine has both, else the glibc one. PACKAGE_LIBC=musl or glibc forces
-# the choice (musl then fails rather than fall back). TAG defaults to
-# hoist:local. Prints the tag on stdout; on stderr, what went in and the
+# machine has both, else with glibc linked statically (crt-static; its own
+# target directory, so the ordinary release build's cache stays valid).
+# glibc 2.34 and later carry the files and dns name services inside libc, so
+# the static binary resolves names in a scratch image (/etc/hosts and the
+# engine's DNS). PACKAGE_LIBC=musl or glibc forces the choice (musl then
+# fails rather than fall back); PACKAGE_LIBC=glibc-dynamic packages the
+# ordinary dynamically linked build. TAG defaults to hoist:local. Prints the tag on stdout; on stderr, what went in and the
 # image size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +25,7 @@ binary=${1:-}
 tag=${2:-hoist:local}
 libc=${PACKAGE_LIBC:-auto}
 musl_target=x86_64-unknown-linux-musl
+gnu_target=x86_64-unknown-linux-gnu
 target_dir=${CARGO_TARGET_DIR:-target}
 
 say() { echo "package-image: $*" >&2; }
@@ -34,7 +40,13 @@ build_musl() {
   CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --quiet --bin hoist --target "$musl_target" >&2
 }
 build_glibc() {
-  say "building the release binary (glibc)"
+  say "building the static release binary (glibc, crt-static)"
+  # --target keeps the flag off build scripts and proc macros, which cannot be static.
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --locked --quiet --bin hoist --target "$gnu_target" >&2
+}
+build_glibc_dynamic() {
+  say "building the release binary (glibc, dynamically linked)"
   cargo build --release --locked --quiet --bin hoist >&2
 }
 if [ -z "$binary" ]; then
@@ -43,10 +55,10 @@ if [ -z "$binary" ]; then
       if musl_available && build_musl; then
         binary=$target_dir/$musl_target/release/hoist
       else
-        musl_available && say "the static build failed: packaging the glibc one instead" ||
-          say "no static build: the $musl_target target or musl-gcc is missing; packaging the glibc one"
+        musl_available && say "the musl build failed: packaging a static glibc one instead" ||
+          say "no musl build: the $musl_target target or musl-gcc is missing; packaging a static glibc one"
         build_glibc
-        binary=$target_dir/release/hoist
+        binary=$target_dir/$gnu_target/release/hoist
       fi
       ;;
     musl)
@@ -56,9 +68,13 @@ if [ -z "$binary" ]; then
       ;;
     glibc)
       build_glibc
+      binary=$target_dir/$gnu_target/release/hoist
+      ;;
+    glibc-dynamic)
+      build_glibc_dynamic
       binary=$target_dir/release/hoist
       ;;
-    *) say "PACKAGE_LIBC must be auto, musl or glibc, not $libc"; exit 64 ;;
+    *) say "PACKAGE_LIBC must be auto, musl, glibc or glibc-dynamic, not $libc"; exit 64 ;;
   esac
 fi
 [ -x "$binary" ] || { say "$binary not found"; exit 1; }

@@ -60,6 +60,8 @@ pub enum StartError {
     Forwarder(#[from] reqwest::Error),
     #[error("{0}")]
     Registry(#[from] registry::BuildError),
+    #[error("cannot build the client that calls the rebuild hook: {0}")]
+    Base(String),
 }
 
 /// A started hoist: its address, and the handle to stop it.
@@ -277,6 +279,21 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         .run(snapshot_rx.clone(), stop.child_token()),
     );
 
+    // Base images: every push intake hears is compared with the targets' bases.
+    let (bases, base_task) = crate::base::Watcher {
+        config: config.base.clone(),
+        journal: journal.clone(),
+        registry: registry.clone(),
+        aliases: config.registry_aliases.clone(),
+        snapshot: snapshot_rx.clone(),
+        notify: {
+            let notifier = notifier.clone();
+            Arc::new(move |notification| notifier.notify(notification))
+        },
+    }
+    .start(stop.child_token())
+    .map_err(StartError::Base)?;
+
     let intake_stopping = CancellationToken::new();
     let intake = Intake {
         jobs: jobs_tx,
@@ -289,6 +306,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         // Pushes without a digest are resolved by the one registry client.
         resolver: Some(Arc::new(registry)),
         rejections: Arc::default(),
+        bases: Some(bases),
     };
     let app = webhook::router(WebhookState {
         token: token.clone(),
@@ -366,6 +384,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         watch_task.abort();
         prune_task.abort();
         adopt_task.abort();
+        // Cancelled with the server: ends at once, cutting off a call in flight.
+        if let Err(e) = base_task.await {
+            warn!(error = %e, "The base image task failed.");
+        }
         // 3. messages of finished jobs still go out, each briefly.
         notifier.shutdown(std::time::Duration::from_secs(10)).await;
         info!("Stopped.");

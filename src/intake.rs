@@ -5,6 +5,8 @@
 //! [`Intake::read_body`], and turns it into updates with its own parser. From
 //! there every route is the same:
 //!
+//! 0. hand every push to the base-image watch ([`crate::base`]), which
+//!    compares the pushes of targets' base images with what they were built on;
 //! 1. keep the updates some target runs (all of them when peers are
 //!    configured: they are forwarded, and a peer's targets may run them);
 //! 2. give each kept update that names no digest (Docker Hub, Quay, Gitea, a
@@ -38,6 +40,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::base::BaseWatch;
 use crate::event::{Aliases, ImageEvent, ImageRef, TagPush};
 use crate::inventory::IndexSnapshot;
 use crate::job::{Job, JobQueue, Journal, QueueError};
@@ -77,6 +80,8 @@ pub struct Intake {
     pub resolver: Option<Arc<dyn DigestResolver>>,
     /// Rejected requests, logged at most once a minute per address.
     pub rejections: Arc<RejectionLog>,
+    /// Told of every push, to compare with the targets' base images.
+    pub bases: Option<BaseWatch>,
 }
 
 /// An understood event that is not an update, and why.
@@ -212,6 +217,7 @@ impl Intake {
             max_body_bytes: 64 * 1024,
             resolver: None,
             rejections: Arc::default(),
+            bases: None,
         }
     }
 
@@ -261,6 +267,10 @@ impl Intake {
     ) -> Result<Receipt, Refusal> {
         for entry in &ignored {
             debug!(repository = %entry.repository, reason = %entry.reason, "Event is not an update.");
+        }
+        // Any push may be a target's base, whether or not a target runs it.
+        if let Some(bases) = &self.bases {
+            bases.heard(&pushes);
         }
         // Only pushes that some target runs become jobs; the rest are understood
         // and acknowledged, with nothing to record (this keeps intake fast).

@@ -121,6 +121,32 @@ CREATE TABLE IF NOT EXISTS steps (
     at     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS steps_by_job ON steps(job_id);
+-- Rebuilds asked of CI because a base image moved (`base`): one row per app
+-- image and new base digest, so that a digest heard again (a redelivery, the
+-- next poll, a restart) asks nothing more.
+CREATE TABLE IF NOT EXISTS rebuilds (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    image       TEXT NOT NULL,
+    base        TEXT NOT NULL,
+    new_digest  TEXT NOT NULL,
+    old_digest  TEXT NOT NULL,
+    targets     TEXT NOT NULL,
+    hook        TEXT,
+    source      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    detail      TEXT,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT,
+    UNIQUE (image, base, new_digest)
+);
+CREATE INDEX IF NOT EXISTS rebuilds_pending ON rebuilds(state) WHERE state = 'pending';
+-- The digest last seen of a base that an image names without one (`hoist.base=<ref>`).
+CREATE TABLE IF NOT EXISTS base_digests (
+    base    TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    seen_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS previous_images (
     target   TEXT PRIMARY KEY,
     image    TEXT NOT NULL,
@@ -133,6 +159,27 @@ CREATE TABLE IF NOT EXISTS write_check (
     at TEXT NOT NULL
 );
 ";
+
+/// One rebuild asked for (or to ask for) because a base image moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    /// The journal's id; 0 before it is stored.
+    pub id: i64,
+    /// The app image (tagged reference) whose base moved.
+    pub image: String,
+    /// The containers (or services) that run it.
+    pub targets: Vec<String>,
+    /// The base (tagged reference).
+    pub base: String,
+    pub old_digest: String,
+    pub new_digest: String,
+    /// Where to ask; `None` when no hook is configured (only notified).
+    pub hook: Option<String>,
+    /// The source that told of the new base digest (`poll`, `distribution`, ...).
+    pub source: String,
+    /// Calls made so far.
+    pub attempts: u32,
+}
 
 /// How many finished jobs `/v1/history` returns.
 const HISTORY_LIMIT: i64 = 500;
@@ -437,6 +484,115 @@ impl Journal {
     }
 }
 
+/// Rebuild requests (see `crate::base`).
+impl Journal {
+    /// Records a rebuild to ask for; `None` when this image was already asked
+    /// to be rebuilt for this base digest (before a restart too).
+    pub async fn request_rebuild(&self, rebuild: Rebuild) -> Result<Option<i64>, JournalError> {
+        self.write(move |db| {
+            let targets = serde_json::to_string(&rebuild.targets).unwrap_or_else(|_| "[]".into());
+            let inserted = db.execute(
+                "INSERT OR IGNORE INTO rebuilds
+                 (image, base, new_digest, old_digest, targets, hook, source, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                params![
+                    rebuild.image,
+                    rebuild.base,
+                    rebuild.new_digest,
+                    rebuild.old_digest,
+                    targets,
+                    rebuild.hook,
+                    rebuild.source,
+                    Utc::now().to_rfc3339()
+                ],
+            )?;
+            Ok((inserted == 1).then(|| db.last_insert_rowid()))
+        })
+        .await
+    }
+
+    /// Rebuilds not yet asked for successfully, oldest first.
+    pub async fn pending_rebuilds(&self) -> Result<Vec<Rebuild>, JournalError> {
+        self.with(|db| {
+            let mut query = db.prepare(
+                "SELECT id, image, targets, base, old_digest, new_digest, hook, source, attempts
+                 FROM rebuilds WHERE state = 'pending' ORDER BY id",
+            )?;
+            let rows = query.query_map([], |r| {
+                let targets: String = r.get(2)?;
+                Ok(Rebuild {
+                    id: r.get(0)?,
+                    image: r.get(1)?,
+                    targets: serde_json::from_str(&targets).unwrap_or_default(),
+                    base: r.get(3)?,
+                    old_digest: r.get(4)?,
+                    new_digest: r.get(5)?,
+                    hook: r.get(6)?,
+                    source: r.get(7)?,
+                    attempts: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Counts one more call of a rebuild, and why it did not succeed.
+    pub async fn rebuild_attempted(&self, id: i64, detail: String) -> Result<(), JournalError> {
+        self.write(move |db| {
+            db.execute(
+                "UPDATE rebuilds SET attempts = attempts + 1, detail = ?2 WHERE id = ?1",
+                params![id, detail],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Closes a rebuild: `state` is `done` (asked) or `failed` (refused for good).
+    pub async fn finish_rebuild(
+        &self,
+        id: i64,
+        state: &'static str,
+        detail: String,
+    ) -> Result<(), JournalError> {
+        self.write(move |db| {
+            db.execute(
+                "UPDATE rebuilds SET state = ?2, attempts = attempts + 1, detail = ?3, finished_at = ?4
+                 WHERE id = ?1",
+                params![id, state, detail, Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// The digest last seen of `base`, for images that name it without one.
+    pub async fn base_digest(&self, base: String) -> Result<Option<Digest>, JournalError> {
+        self.with(move |db| {
+            let text: Option<String> = db
+                .query_row("SELECT digest FROM base_digests WHERE base = ?1", [base], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(text.and_then(|t| Digest::parse(&t).ok()))
+        })
+        .await
+    }
+
+    /// Remembers the digest last seen of `base`.
+    pub async fn set_base_digest(&self, base: String, digest: Digest) -> Result<(), JournalError> {
+        self.write(move |db| {
+            db.execute(
+                "INSERT OR REPLACE INTO base_digests (base, digest, seen_at) VALUES (?1, ?2, ?3)",
+                params![base, digest.as_str(), Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
 /// What a target ran before its last successful update: what `hoist
 /// rollback` puts back. Kept apart from the jobs, so retention never prunes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -585,6 +741,61 @@ mod tests {
             actor: Some("ci".into()),
             received_at: Utc::now(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_rebuild_per_image_and_base_digest_across_a_reopen_pending_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let rebuild = Rebuild {
+            id: 0,
+            image: "127.0.0.1:5000/app/web:1".into(),
+            targets: vec!["web".into()],
+            base: "127.0.0.1:5000/base/img:1".into(),
+            old_digest: format!("sha256:{}", "a".repeat(64)),
+            new_digest: format!("sha256:{}", "b".repeat(64)),
+            hook: Some("http://127.0.0.1:9/hook".into()),
+            source: "poll".into(),
+            attempts: 0,
+        };
+        let journal = Journal::open(dir.path()).unwrap();
+        let id = journal.request_rebuild(rebuild.clone()).await.unwrap().unwrap();
+        assert_eq!(journal.request_rebuild(rebuild.clone()).await.unwrap(), None);
+        journal.rebuild_attempted(id, "HTTP 503".into()).await.unwrap();
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            journal.request_rebuild(rebuild.clone()).await.unwrap(),
+            None,
+            "after a reopen too"
+        );
+        let pending = journal.pending_rebuilds().await.unwrap();
+        assert_eq!(
+            pending,
+            [Rebuild {
+                id,
+                attempts: 1,
+                ..rebuild.clone()
+            }]
+        );
+        journal
+            .finish_rebuild(id, "done", "HTTP 200".into())
+            .await
+            .unwrap();
+        assert!(journal.pending_rebuilds().await.unwrap().is_empty());
+        // Another base digest is another rebuild.
+        let next = Rebuild {
+            new_digest: format!("sha256:{}", "c".repeat(64)),
+            ..rebuild
+        };
+        assert!(journal.request_rebuild(next).await.unwrap().is_some());
+        let base = "127.0.0.1:5000/base/img:1".to_string();
+        assert_eq!(journal.base_digest(base.clone()).await.unwrap(), None);
+        let digest = Digest::parse(&format!("sha256:{}", "d".repeat(64))).unwrap();
+        journal
+            .set_base_digest(base.clone(), digest.clone())
+            .await
+            .unwrap();
+        assert_eq!(journal.base_digest(base).await.unwrap(), Some(digest));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

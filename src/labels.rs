@@ -7,6 +7,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use serde::Serialize;
+use url::Url;
+
+use crate::event::{Digest, ImageRef};
+use crate::secret::Secret;
 use crate::settings::{parse_duration, parse_poll};
 
 /// Opts a container (or Swarm service) in.
@@ -25,6 +30,16 @@ pub const POLL: &str = "hoist.poll";
 /// `block`: refuse an update whose image changes exposed ports, volumes or
 /// user (`deploy::contract`); `warn` (the default): only say so.
 pub const CONTRACT: &str = "hoist.contract";
+
+/// OCI image label (set when the image is built): the reference of the image it was built on.
+pub const OCI_BASE_NAME: &str = "org.opencontainers.image.base.name";
+/// OCI image label: the manifest digest of that base when the image was built.
+pub const OCI_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+/// `<ref>` (optionally `@sha256:...`): the base of an image that records none.
+pub const BASE: &str = "hoist.base";
+/// `<url>`: where to ask for a rebuild of this target's image when its base moves
+/// (overrides `HOIST_REBUILD_HOOK_URL`).
+pub const REBUILD_HOOK: &str = "hoist.rebuild-hook";
 
 /// Both opt-in labels; either one set to `true` opts in.
 pub const OPT_IN: [&str; 2] = [ENABLE, LEGACY_ENABLE];
@@ -74,6 +89,101 @@ pub struct TargetOptions {
     pub poll: Option<Option<Duration>>,
     /// `hoist.contract=block`: refuse an image that changes ports, volumes or user.
     pub contract_block: bool,
+    /// The image this target's image was built on, when known.
+    pub base: Option<BaseImage>,
+    /// `hoist.rebuild-hook`: a secret, since a URL may carry a trigger token.
+    pub rebuild_hook: Option<Secret<Url>>,
+}
+
+/// The base an image was built on: from the image's OCI labels (which the
+/// engine copies onto the container), or from `hoist.base`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BaseImage {
+    /// The base's tagged reference, without digest.
+    pub name: ImageRef,
+    /// The base's digest when the image was built; `None` when not recorded
+    /// (hoist then compares with the digest it first saw).
+    pub digest: Option<Digest>,
+    /// `image` (OCI labels) or `label` (`hoist.base`).
+    pub from: &'static str,
+}
+
+/// `/v1/targets` shows the base of each target (the hook URL is a secret, and is not shown).
+impl Serialize for TargetOptions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("base", &self.base)?;
+        map.end()
+    }
+}
+
+/// Reads the base from the labels: the OCI labels first (what the image
+/// records), else `hoist.base`.
+///
+/// The OCI labels come with the image, from whoever built it: a value that
+/// hoist cannot watch (no tag, not a reference, a bad digest) is passed over
+/// without a problem, since a problem would fail the target's updates for a
+/// label its owner may not control; `hoist.base` can name the base instead.
+/// A bad `hoist.base` is a problem, as every hoist label is.
+fn base_from(labels: &HashMap<String, String>, problems: &mut Vec<String>) -> Option<BaseImage> {
+    let tagged = |text: &str| {
+        ImageRef::parse(text.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                if r.tag().is_some() {
+                    Ok(r)
+                } else {
+                    Err("the base must name a tag".into())
+                }
+            })
+    };
+    if let Some(name) = labels.get(OCI_BASE_NAME).and_then(|text| tagged(text).ok()) {
+        let digest = labels
+            .get(OCI_BASE_DIGEST)
+            .and_then(|text| Digest::parse(text.trim()).ok())
+            .or_else(|| name.digest().cloned());
+        return Some(BaseImage {
+            name: name.without_digest(),
+            digest,
+            from: "image",
+        });
+    }
+    let text = labels.get(BASE)?;
+    match tagged(text) {
+        Ok(name) => Some(BaseImage {
+            digest: name.digest().cloned(),
+            name: name.without_digest(),
+            from: "label",
+        }),
+        Err(why) => {
+            problems.push(format!("label {BASE}={text:?}: {why}"));
+            None
+        }
+    }
+}
+
+/// `hoist.rebuild-hook`: an http(s) URL. The problem text never repeats the
+/// value (it may carry a token).
+fn rebuild_hook_from(labels: &HashMap<String, String>, problems: &mut Vec<String>) -> Option<Secret<Url>> {
+    let text = labels.get(REBUILD_HOOK)?;
+    match Url::parse(text.trim()) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Some(Secret::new(url))
+        }
+        Ok(_) => {
+            problems.push(format!(
+                "label {REBUILD_HOOK}: expected an http(s) URL with a host"
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("label {REBUILD_HOOK}: not a valid URL ({e})"));
+            None
+        }
+    }
 }
 
 impl TargetOptions {
@@ -127,6 +237,8 @@ impl TargetOptions {
                 false
             }
         };
+        let base = base_from(labels, &mut problems);
+        let rebuild_hook = rebuild_hook_from(labels, &mut problems);
         (
             TargetOptions {
                 enabled: labelled || seed_label_form,
@@ -136,6 +248,8 @@ impl TargetOptions {
                 health_deadline,
                 seed_label_form: seed_label_form && !labelled,
                 poll,
+                base,
+                rebuild_hook,
             },
             problems,
         )
@@ -286,6 +400,94 @@ mod tests {
             (LEGACY_ENABLE, "true"),
         ]));
         assert!(options.enabled && !options.seed_label_form);
+    }
+
+    #[test]
+    fn the_base_comes_from_the_images_oci_labels_else_from_hoist_base() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let (options, problems) = TargetOptions::from_labels(&labels(&[
+            (ENABLE, "true"),
+            (OCI_BASE_NAME, "registry.example.test/base/img:1"),
+            (OCI_BASE_DIGEST, &digest),
+            (BASE, "ignored/when:the-image-records-one"),
+        ]));
+        assert!(problems.is_empty(), "{problems:?}");
+        let base = options.base.unwrap();
+        assert_eq!(
+            (base.name.to_string(), base.digest.unwrap().to_string(), base.from),
+            ("registry.example.test/base/img:1".into(), digest.clone(), "image")
+        );
+        let (options, _) = TargetOptions::from_labels(&labels(&[(BASE, "registry.example.test/base/img:1")]));
+        let base = options.base.unwrap();
+        assert_eq!((base.digest, base.from), (None, "label"));
+        let pinned = format!("registry.example.test/base/img:1@{digest}");
+        let (options, _) = TargetOptions::from_labels(&labels(&[(BASE, &pinned)]));
+        assert_eq!(options.base.unwrap().digest.unwrap().to_string(), digest);
+        assert_eq!(
+            TargetOptions::from_labels(&labels(&[(ENABLE, "true")])).0.base,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_base_and_hook_labels_are_problems_that_never_echo_the_hook() {
+        for (key, value) in [
+            (BASE, "UPPER/Case:1"),
+            (BASE, "registry.example.test/base@sha256:abc"),
+            (BASE, "🙂"),
+            (BASE, "\u{0}"),
+            (BASE, "base/img:"),
+            (BASE, "1.5.5s:x:y"),
+        ] {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(ENABLE, "true"), (key, value)]));
+            assert!(options.enabled && options.base.is_none(), "{key}={value:?}");
+            assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
+        }
+        // The image's own labels are never a problem (its owner may not control
+        // them): what cannot be watched is passed over, and hoist.base may name the base.
+        let (options, problems) = TargetOptions::from_labels(&labels(&[
+            (OCI_BASE_NAME, "registry.example.test/base/img:1"),
+            (OCI_BASE_DIGEST, "sha256:short"),
+        ]));
+        assert_eq!((options.base.unwrap().digest, problems.len()), (None, 0));
+        for name in [
+            "not a reference",
+            "registry.example.test/base/img@sha256:abc",
+            "🙂",
+        ] {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(OCI_BASE_NAME, name)]));
+            assert_eq!((options.base, problems.len()), (None, 0), "{name}");
+            let (options, problems) = TargetOptions::from_labels(&labels(&[
+                (OCI_BASE_NAME, name),
+                (BASE, "registry.example.test/base/img:1"),
+            ]));
+            assert_eq!(
+                (options.base.unwrap().from, problems.len()),
+                ("label", 0),
+                "{name}"
+            );
+        }
+        for value in ["ftp://ci.example.test/x", "not a url s3cr3t", "http://"] {
+            let (options, problems) = TargetOptions::from_labels(&labels(&[(REBUILD_HOOK, value)]));
+            assert!(options.rebuild_hook.is_none());
+            assert_eq!(problems.len(), 1, "{value}");
+            assert!(!problems[0].contains("s3cr3t"), "{problems:?}");
+        }
+        let (options, _) =
+            TargetOptions::from_labels(&labels(&[(REBUILD_HOOK, "https://ci.example.test/x?token=t")]));
+        assert_eq!(
+            options.rebuild_hook.unwrap().expose().as_str(),
+            "https://ci.example.test/x?token=t"
+        );
+        // Shown in /v1/targets: the base only, never the hook.
+        let (options, _) = TargetOptions::from_labels(&labels(&[
+            (BASE, "registry.example.test/base/img:1"),
+            (REBUILD_HOOK, "https://ci.example.test/x?token=t"),
+        ]));
+        assert_eq!(
+            serde_json::to_value(&options).unwrap(),
+            serde_json::json!({"base": {"name": "registry.example.test/base/img:1", "digest": null, "from": "label"}})
+        );
     }
 
     #[test]

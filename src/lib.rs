@@ -30,6 +30,7 @@
 //!   Swarm services are pinned to the pushed digest and rolled by Swarm itself.
 //! - [`notify`] tells Slack, Teams and email what a job did.
 //! - [`job`] orders the work: one job per tag at a time, newest push wins.
+//! - [`base`] asks CI to rebuild an image when the base it was built on moves.
 //! - [`intake`] is the one path every route ends in: match, journal, queue, answer.
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes), and polls.
 //! - [`swarm`] makes hoist a global service: only the leader manager's hoist
@@ -58,6 +59,7 @@ pub mod matcher;
 pub mod deploy;
 pub mod notify;
 pub mod job;
+pub mod base;
 pub mod intake;
 pub mod source;
 pub mod swarm;

@@ -53,6 +53,7 @@ fn push(targets: Vec<TargetReport>) -> Notification {
         targets,
         started_at: chrono::Utc.with_ymd_and_hms(2026, 5, 4, 12, 30, 0).unwrap(),
         duration: Duration::from_millis(12_345),
+        headline: None,
     }
 }
 

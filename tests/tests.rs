@@ -5,6 +5,8 @@
 /// Test servers and fixtures: registry, images, hoist in-process, recorders, SMTP.
 mod harness;
 
+/// Base images: a moved base asks the rebuild hook once per app image; containers untouched.
+mod base;
 /// The binary itself: `--help` lists every variable; logs in a file are plain.
 mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.

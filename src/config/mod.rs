@@ -105,6 +105,8 @@ pub struct Config {
     pub docker_config: Option<PathBuf>,
     /// `HOIST_POLL_INTERVAL`: how often every target's tag is polled; `None` (the default) is off.
     pub poll_interval: Option<Duration>,
+    /// `HOIST_REBUILD_HOOK_*`, `HOIST_BASE_POLL_INTERVAL`: base images (`crate::base`).
+    pub base: crate::base::BaseConfig,
 }
 
 /// Names of every variable, in one place for `--help` and the README.
@@ -246,6 +248,7 @@ impl Config {
                 }
             },
         };
+        let base = crate::base::BaseConfig::from_reader(&mut r);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -277,6 +280,7 @@ impl Config {
             history_retention,
             docker_config,
             poll_interval,
+            base,
         })
     }
 }

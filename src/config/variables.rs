@@ -164,6 +164,28 @@ pub const VARIABLES: &[Variable] = &[
          as a push would. The label hoist.poll overrides it per target",
     ),
     var(
+        "HOIST_REBUILD_HOOK_URL",
+        None,
+        "where to POST a rebuild request when the base image of a target's image moves (a secret: never logged). \
+         The label hoist.rebuild-hook overrides it per target",
+    ),
+    var(
+        "HOIST_REBUILD_HOOK_TOKEN",
+        None,
+        "sent with each rebuild request, as a bearer token (gitlab: in the body; jenkins: user:apitoken as Basic); a secret",
+    ),
+    var(
+        "HOIST_REBUILD_HOOK_FORMAT",
+        Some("hoist"),
+        "body of a rebuild request: hoist (JSON image, targets, base, old_base_digest, new_base_digest), github \
+         (repository_dispatch), gitlab (pipeline trigger) or jenkins (buildWithParameters)",
+    ),
+    var(
+        "HOIST_BASE_POLL_INTERVAL",
+        Some("off"),
+        "how often each distinct base image is asked for its digest (one HEAD per base), e.g. 1h, for registries that send no webhooks",
+    ),
+    var(
         "HOIST_SLACK_WEBHOOK_URL",
         None,
         "Slack incoming-webhook URL (a secret: never logged)",

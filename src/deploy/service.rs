@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::Outcome;
+use crate::backoff::Backoff;
 use crate::engine::{Engine, EngineError, ServiceDetails, TaskDetails, UpdateState, UpdateStatus};
 use crate::event::{Digest, ImageRef};
 use crate::registry::credentials::{Credentials, RegistryAuth};
@@ -39,6 +40,10 @@ pub const FAILED_TASKS_REPORTED: usize = 10;
 /// Clock difference tolerated between hoist and the manager when telling our
 /// update's status from an earlier one (they run on the same host: the leader).
 const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(2);
+
+/// The wait before reading a service again after its version moved under an
+/// update (another manager, or `docker service update`, wrote it meanwhile).
+const OUT_OF_SEQUENCE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(800));
 
 /// The engine calls a service update needs; [`Engine`] in production, a fake in tests.
 pub trait ServiceEngine: Sync {
@@ -147,7 +152,7 @@ pub async fn update<E: ServiceEngine>(
                     service = current.name(),
                     attempt, "The service changed since it was read; reading it again."
                 );
-                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                tokio::time::sleep(OUT_OF_SEQUENCE_BACKOFF.wait(attempt)).await;
             }
             Err(e) => return failed(old_digest, format!("swarm refused the update: {e}")),
         }

@@ -11,7 +11,7 @@ pub mod watch;
 use serde::Serialize;
 
 use crate::event::ImageRef;
-pub use crate::labels::TargetOptions;
+pub use crate::labels::{BaseImage, TargetOptions};
 pub use index::{IndexSnapshot, TargetIndex};
 
 /// A container's or service's ID, as the engine gives it.
@@ -44,7 +44,8 @@ pub struct Target {
     pub image_id: String,
     pub running: bool,
     pub monitor_only: bool,
-    #[serde(skip)]
+    /// Shown as its `base` only (see `labels::TargetOptions`'s `Serialize`).
+    #[serde(flatten)]
     pub options: TargetOptions,
     pub compose_project: Option<String>,
     pub compose_service: Option<String>,

@@ -530,6 +530,7 @@ impl Runner {
             targets: reports,
             started_at,
             duration: clock.elapsed(),
+            headline: None,
         };
         for report in &notification.targets {
             telemetry::job_outcome(report.outcome.as_str(), clock.elapsed());

@@ -55,6 +55,10 @@ pub struct Notification {
     pub started_at: DateTime<Utc>,
     #[serde(with = "duration_ms")]
     pub duration: Duration,
+    /// A title of its own, for a message that is not about a push's
+    /// redeploy (a base image moved: `crate::base`); `None` for a push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
 }
 
 /// One target's part in a [`Notification`].
@@ -83,7 +87,9 @@ impl Notification {
     /// Every target already ran the pushed digest (a redelivery, a repeated
     /// poll): nothing to tell unless `HOIST_NOTIFY_UNCHANGED` asks for it.
     pub fn changed_nothing(&self) -> bool {
-        !self.targets.is_empty()
+        // A message with a title of its own (a base image moved) is not a redeploy.
+        self.headline.is_none()
+            && !self.targets.is_empty()
             && self
                 .targets
                 .iter()

@@ -94,7 +94,11 @@ pub struct Message {
 /// Puts a notification into words.
 pub fn message(n: &Notification) -> Message {
     let image = n.image.without_digest().to_string();
-    let (title, tone, summary) = headline(&image, &n.targets);
+    let (title, tone, summary) = match &n.headline {
+        // Not a redeploy: nothing was done to the targets.
+        Some(title) => (clean(title, MAX_REASON_CHARS), Tone::Info, None),
+        None => headline(&image, &n.targets),
+    };
     let common_old = common_old_digest(&n.targets);
 
     let mut facts = vec![Fact {
@@ -483,6 +487,7 @@ pub(crate) mod tests {
             targets,
             started_at: Utc.with_ymd_and_hms(2026, 5, 4, 12, 30, 0).unwrap(),
             duration: Duration::from_millis(12_345),
+            headline: None,
         }
     }
 

@@ -41,12 +41,19 @@ pub fn init_logs() {
     ONCE.call_once(|| {
         // reqwest is built without a default TLS provider; tests use ring, like hoist.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // RUST_LOG as hoist reads it (levels and module=level), else hoist's debug lines.
+        let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| {
+                tracing_subscriber::filter::Targets::new().with_target("hoist", tracing::Level::DEBUG)
+            });
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "hoist=debug".into()),
-            )
             .with_test_writer()
+            .finish()
+            .with(filter)
             .try_init();
     });
 }
