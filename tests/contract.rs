@@ -72,7 +72,7 @@ async fn contract_changes_are_shown_and_block_when_asked() {
     assert_eq!(guarded_report["outcome"]["result"], "blocked", "{job}");
     assert_eq!(
         guarded_report["outcome"]["reason"],
-        "the new image changes its ports, user; nothing was changed"
+        "its ports and user would change; nothing was changed"
     );
     assert_eq!(guarded_report["contract"], serde_json::json!(expected));
     let kept = inspect(&guarded);

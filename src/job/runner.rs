@@ -629,10 +629,7 @@ impl Runner {
                                 let blocking: Vec<&str> =
                                     changes.iter().filter(|c| c.blocks()).map(|c| c.field).collect();
                                 warn!(container = %target.name, changes = ?blocking, "Update blocked by hoist.contract=block; the old container keeps running.");
-                                let reason = format!(
-                                    "the new image changes its {}; nothing was changed",
-                                    blocking.join(", ")
-                                );
+                                let reason = format!("its {} would change; nothing was changed", blocking.join(" and "));
                                 let mut result = report(&target, Outcome::Blocked { reason }, None);
                                 result.report.contract = changes.into_iter().map(|c| c.text).collect();
                                 return result;
