@@ -202,10 +202,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             update: UpdateSettings {
                 health: config.health.clone(),
                 stop_timeout: config.stop_timeout,
+                co_targets: Default::default(),
             },
             max_parallel: config.max_parallel,
             pause,
             remove_old_images: config.remove_old_images,
+            canary: config.canary,
+            own: crate::deploy::selfupdate::OwnContainer::detect(config.self_container.as_deref()),
             service: ServiceSettings {
                 deadline: config.swarm.service_deadline,
                 credentials: credentials.clone(),

@@ -25,6 +25,9 @@ pub const HEALTH_GRACE: &str = "hoist.health.grace";
 /// The most time the new container gets to come up (overrides `HOIST_HEALTH_DEADLINE`).
 pub const HEALTH_DEADLINE: &str = "hoist.health.deadline";
 
+/// Update and gate one target of a push first, the rest only once it is healthy.
+pub const CANARY: &str = "hoist.canary";
+
 /// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
 pub const POLL: &str = "hoist.poll";
 /// `block`: refuse an update whose image changes exposed ports, volumes or
@@ -93,6 +96,8 @@ pub struct TargetOptions {
     pub base: Option<BaseImage>,
     /// `hoist.rebuild-hook`: a secret, since a URL may carry a trigger token.
     pub rebuild_hook: Option<Secret<Url>>,
+    /// `hoist.canary=true`: a push of this target's image goes to one target first.
+    pub canary: bool,
 }
 
 /// The base an image was built on: from the image's OCI labels (which the
@@ -205,6 +210,7 @@ impl TargetOptions {
         let opt_in: Vec<Option<bool>> = OPT_IN.iter().map(|key| flag(key)).collect();
         let labelled = opt_in.contains(&Some(true));
         let monitor_only = flag(MONITOR_ONLY).unwrap_or(false);
+        let canary = flag(CANARY).unwrap_or(false);
         let seed_label_form = labels
             .iter()
             .any(|(key, value)| is_seed_form_key(key) && value.trim().is_empty());
@@ -250,6 +256,7 @@ impl TargetOptions {
                 poll,
                 base,
                 rebuild_hook,
+                canary,
             },
             problems,
         )
@@ -356,10 +363,13 @@ mod tests {
 
     #[test]
     fn absurd_flags_are_a_problem_for_each_flag_label() {
-        for key in [ENABLE, LEGACY_ENABLE, MONITOR_ONLY] {
+        for key in [ENABLE, LEGACY_ENABLE, MONITOR_ONLY, CANARY] {
             for value in ABSURD.iter().filter(|v| !v.trim().is_empty()) {
                 let (options, problems) = TargetOptions::from_labels(&labels(&[(key, value)]));
-                assert!(!options.enabled && !options.monitor_only, "{key}={value:?}");
+                assert!(
+                    !options.enabled && !options.monitor_only && !options.canary,
+                    "{key}={value:?}"
+                );
                 assert_eq!(problems.len(), 1, "{key}={value:?}: {problems:?}");
                 assert!(problems[0].contains(key), "{problems:?}");
             }

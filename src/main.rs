@@ -20,6 +20,7 @@ Labels on containers (and on Swarm services: deploy labels):
   hoist.health.grace=10s          override HOIST_HEALTH_GRACE for this container (at most 24h)
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
                                   (HOIST_SERVICE_DEADLINE for a service; at most 24h)
+  hoist.canary=true               a push updates and gates one of its targets first, the rest once it is healthy
   hoist.contract=block            refuse an update whose image changes exposed ports, volumes or user
                                   (outcome `blocked`; the old container keeps running)
   hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
@@ -90,6 +91,16 @@ enum Command {
         #[arg(long, env = "HOIST_LISTEN", default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// Internal: the short-lived relay hoist starts to update its own container.
+    #[command(hide = true)]
+    Relay {
+        /// hoist's container.
+        #[arg(long)]
+        container: String,
+        /// The ID of the image to update it to.
+        #[arg(long)]
+        image: String,
+    },
 }
 
 /// Where the running hoist is, and how to talk to it.
@@ -130,6 +141,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run => runtime.block_on(run()),
         Command::Healthcheck { addr } => runtime.block_on(healthcheck(addr)),
+        Command::Relay { container, image } => runtime.block_on(relay(container, image)),
         operator => runtime.block_on(operate(operator)),
     }
 }
@@ -166,6 +178,42 @@ async fn run() -> ExitCode {
             tracing::error!(error = %e, "hoist could not start.");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Updates hoist's own container from outside it (see `hoist::deploy::selfupdate`).
+/// Exit code 0 when the new hoist runs, 1 otherwise (the old one is back).
+async fn relay(container: String, image: String) -> ExitCode {
+    let config = match Config::from_vars(&EnvVars) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hoist relay: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    hoist::telemetry::init_logging(config.log_format);
+    let engine =
+        match hoist::engine::Engine::connect(config.docker_host.as_deref(), config.engine_timeout).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::error!(error = %e, "The relay cannot reach the engine; hoist is left as it is.");
+                return ExitCode::from(1);
+            }
+        };
+    if let Err(e) = engine.ready().await {
+        tracing::error!(error = %e, "The relay cannot reach the engine; hoist is left as it is.");
+        return ExitCode::from(1);
+    }
+    let settings = hoist::deploy::container::UpdateSettings {
+        health: config.health.clone(),
+        stop_timeout: config.stop_timeout,
+        co_targets: Default::default(),
+    };
+    let scratch = std::env::temp_dir().join(format!("hoist-relay-{}", std::process::id()));
+    let outcome = hoist::deploy::selfupdate::relay(&engine, &container, &image, &settings, &scratch).await;
+    match outcome {
+        hoist::deploy::Outcome::Updated => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 
@@ -213,7 +261,7 @@ async fn operate(command: Command) -> ExitCode {
         | Command::History { remote, .. }
         | Command::Plan { remote, .. }
         | Command::Rollback { remote, .. } => remote,
-        Command::Run | Command::Healthcheck { .. } => return ExitCode::from(64),
+        Command::Run | Command::Healthcheck { .. } | Command::Relay { .. } => return ExitCode::from(64),
     };
     let result = async {
         let client = cli::Client::new(&remote.url, token)?;
@@ -254,7 +302,7 @@ async fn operate(command: Command) -> ExitCode {
                 let value = serde_json::json!({ "queued": receipt, "job": finished });
                 show(&value, cli::render_rollback(&receipt, finished.as_ref()))
             }
-            Command::Run | Command::Healthcheck { .. } => String::new(),
+            Command::Run | Command::Healthcheck { .. } | Command::Relay { .. } => String::new(),
         })
     }
     .await;

@@ -40,6 +40,7 @@ async fn an_absurd_label_fails_its_target_and_hoist_keeps_serving() {
             "hoist.monitor-only=perhaps",
             "hoist.monitor-only",
         ),
+        (unique("canary"), "hoist.canary=maybe", "hoist.canary"),
         (
             unique("legacy"),
             "registry-docker-updater=1e400",

@@ -38,6 +38,7 @@ fn target(name: &str, outcome: Outcome) -> TargetReport {
         outcome,
         note: None,
         contract: Vec::new(),
+        dependents: Vec::new(),
     }
 }
 

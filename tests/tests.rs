@@ -40,6 +40,10 @@ mod recreate;
 mod registry;
 /// Least privilege: hoist through an allow-list HAProxy (compose/socket-proxy.cfg); a push still redeploys.
 mod socket_proxy;
+/// The order of a push's updates: dependents follow their target, replicas roll, a canary goes first.
+mod rollout;
+/// hoist labelled for updates updates itself through a relay, and survives a bad image of itself.
+mod selfupdate;
 /// The compose example with hoist packaged FROM scratch as the sidecar.
 mod sidecar;
 /// Every source end to end: a realistic payload redeploys the labelled container.

@@ -618,6 +618,7 @@ fn notification(rebuild: &Rebuild, outcome: &str) -> Option<Notification> {
                 outcome: Outcome::AlreadyCurrent,
                 note: Some("not touched: its image has not changed".into()),
                 contract: Vec::new(),
+                dependents: Vec::new(),
             })
             .collect(),
         started_at: Utc::now(),

@@ -88,6 +88,10 @@ pub struct Config {
     /// `HOIST_HISTORY_RETENTION`: finished jobs older than this are pruned
     /// from the journal at start and daily.
     pub history_retention: Duration,
+    /// `HOIST_CANARY`: one target of a push first, the rest once it is healthy.
+    pub canary: bool,
+    /// `HOIST_SELF_CONTAINER`: hoist's own container (name or ID), when it runs in one.
+    pub self_container: Option<String>,
     /// `HOIST_FAULT_PAUSE_AFTER`, for crash tests only: stop still after this update step.
     pub fault_pause_after: Option<String>,
     /// `HOIST_FAULT_PAUSE_FILE`, for fault tests only: with `HOIST_FAULT_PAUSE_AFTER`,
@@ -135,6 +139,8 @@ pub mod keys {
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
     pub const NOTIFY_UNCHANGED: &str = "HOIST_NOTIFY_UNCHANGED";
     pub const HISTORY_RETENTION: &str = "HOIST_HISTORY_RETENTION";
+    pub const CANARY: &str = "HOIST_CANARY";
+    pub const SELF_CONTAINER: &str = "HOIST_SELF_CONTAINER";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     pub const DOCKER_CONFIG_FILE: &str = "HOIST_DOCKER_CONFIG";
     pub const POLL_INTERVAL: &str = "HOIST_POLL_INTERVAL";
@@ -226,6 +232,8 @@ impl Config {
                 Duration::from_secs(90 * 86400)
             }
         };
+        let canary = r.flag(keys::CANARY);
+        let self_container = r.string(keys::SELF_CONTAINER);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
         let docker_config = r
             .string(keys::DOCKER_CONFIG_FILE)
@@ -278,6 +286,8 @@ impl Config {
             remove_old_images,
             notify_unchanged,
             history_retention,
+            canary,
+            self_container,
             docker_config,
             poll_interval,
             base,

@@ -111,6 +111,16 @@ pub const VARIABLES: &[Variable] = &[
         "on SIGTERM, how long running updates get to finish",
     ),
     var(
+        "HOIST_CANARY",
+        Some("false"),
+        "true to update one target of a push first, and the others only once it passed its health gate (also the label hoist.canary=true)",
+    ),
+    var(
+        "HOIST_SELF_CONTAINER",
+        None,
+        "the name or ID of hoist's own container, so that it updates itself safely; found from /proc/self or the hostname when unset",
+    ),
+    var(
         "HOIST_REMOVE_OLD_IMAGES",
         Some("false"),
         "true to remove, after a successful update, the images older than the one the target ran before (that one stays, for a rollback) when nothing uses them",

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use super::dependents::{self, CoTargets, DependentReport};
 use super::{health, recreate, DeployError, Outcome, StepLog};
 use crate::deploy::health::HealthConfig;
 use crate::engine::{ContainerDetails, Engine, ImageDetails, RestartPolicyName};
@@ -50,6 +51,8 @@ pub struct UpdateSettings {
     pub health: HealthConfig,
     /// How long the old container gets to stop, unless it has a stop timeout of its own.
     pub stop_timeout: Duration,
+    /// The push's other targets, so a dependent among them is updated once.
+    pub co_targets: CoTargets,
 }
 
 /// What one container update did.
@@ -69,6 +72,8 @@ pub struct ContainerUpdate {
     /// The old container had been parked: an interrupted update was (or is
     /// to be) rolled back, not merely not started.
     pub touched: bool,
+    /// The containers that depend on this one, and how each ended.
+    pub dependents: Vec<DependentReport>,
 }
 
 /// Updates the container called `name` to `new_image` (already pulled and tagged).
@@ -106,6 +111,7 @@ pub async fn update(
             needs_repair: false,
             interrupted: None,
             touched: false,
+            dependents: Vec::new(),
         };
     }
     let old_image = match old_image {
@@ -142,17 +148,25 @@ pub async fn update(
     };
     // As `docker stop` does: the container's own stop timeout, when it has one.
     let stop_timeout = old.stop_timeout().unwrap_or(settings.stop_timeout);
+    // Containers that share its namespace (or volumes, links) stop first.
+    let mut dependents = match dependents::park(engine, &old, &settings.co_targets, stop_timeout, log).await {
+        Ok(dependents) => dependents,
+        Err(why) => return failed(old_digest, why),
+    };
     let parked = Parked::of(&old);
     if let Err(why) = log.before(name, steps::PARKING, Some(parked.to_json())).await {
+        dependents.restore(engine, log).await;
         return failed(old_digest, why);
     }
     if let Err(why) = parked.park(engine, stop_timeout).await {
+        dependents.restore(engine, log).await;
         // Cut off half-way, the old container may be stopped or renamed:
         // the repair puts it back from the journal's record.
         let transient = why.is_transient();
         return ContainerUpdate {
             needs_repair: transient,
             touched: transient,
+            dependents: dependents.reports(),
             ..failed(old_digest, why)
         };
     }
@@ -174,7 +188,7 @@ pub async fn update(
         log.after(steps::CREATED).await;
         if !parked.was_running {
             // A stopped container is updated but left stopped, as it was.
-            return Ok(());
+            return Ok(new_id);
         }
         log.before(name, steps::STARTING, None)
             .await
@@ -192,9 +206,18 @@ pub async fn update(
         log.after(steps::VERIFYING).await;
         health::wait_until_up(engine, &new_id, &settings.health)
             .await
-            .map_err(|why| (Some(new_id.clone()), why))
+            .map_err(|why| (Some(new_id.clone()), why))?;
+        Ok(new_id)
     }
     .await;
+    // Before "verified": a dependent that does not come back rolls the target back.
+    let result = match result {
+        Ok(new_id) => dependents
+            .follow(engine, &new_id, &settings.health, log)
+            .await
+            .map_err(|why| (Some(new_id), why)),
+        Err(e) => Err(e),
+    };
 
     let mut interrupted = None;
     let (outcome, safe) = match result {
@@ -204,6 +227,7 @@ pub async fn update(
                 warn!(container = name, %why, "Updated, but the journal could not record it.");
             }
             log.after(steps::VERIFIED).await;
+            dependents.commit(engine, log).await;
             parked.remove(engine).await;
             info!(container = name, "Container updated.");
             (Outcome::Updated, true)
@@ -217,7 +241,12 @@ pub async fn update(
             if why.is_transient() {
                 interrupted = Some(why);
             }
-            parked.restore(engine, new_id.as_deref(), reason).await
+            let (outcome, safe) = parked.restore(engine, new_id.as_deref(), reason).await;
+            // After the old target is back, so they attach to it.
+            if safe {
+                dependents.restore(engine, log).await;
+            }
+            (outcome, safe)
         }
     };
     // An unsafe end stays open in the journal, so the repair can find it.
@@ -237,6 +266,7 @@ pub async fn update(
         needs_repair: !safe,
         interrupted,
         touched: true,
+        dependents: dependents.reports(),
     }
 }
 
@@ -251,6 +281,7 @@ fn failed(old_digest: Option<Digest>, why: DeployError) -> ContainerUpdate {
         needs_repair: false,
         interrupted: why.is_transient().then_some(why),
         touched: false,
+        dependents: Vec::new(),
     }
 }
 

@@ -11,9 +11,11 @@
 
 pub mod container;
 pub mod contract;
+pub mod dependents;
 pub mod health;
 pub mod pull;
 pub mod recreate;
+pub mod selfupdate;
 pub mod service;
 
 use std::fmt;

@@ -202,6 +202,29 @@ impl ContainerDetails {
     }
 }
 
+/// A container as the list call shows it.
+#[derive(Clone, Debug)]
+pub struct ContainerBrief {
+    pub id: String,
+    /// With a slash; a linked container also shows as `/<linker>/<alias>`.
+    pub names: Vec<String>,
+    pub network_mode: Option<String>,
+    /// Volume names, and sources of binds.
+    pub mounts: Vec<String>,
+}
+
+impl ContainerDetails {
+    /// Volume names, and sources of binds (as [`ContainerBrief::mounts`]).
+    pub fn mount_keys(&self) -> Vec<String> {
+        self.raw
+            .mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| m.name.clone().filter(|n| !n.is_empty()).or(m.source.clone()))
+            .collect()
+    }
+}
+
 /// A container's restart policy, kept opaque so it can be put back as it was
 /// (and journaled, so it can be put back after a crash).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -305,6 +328,36 @@ impl Engine {
             .await
             .map_err(|e| EngineError::from_bollard("list containers", e))?;
         Ok(found.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Every container, running or not, as the list call shows it (to find a
+    /// target's dependents without inspecting each container on the host).
+    pub async fn list_briefs(&self) -> Result<Vec<ContainerBrief>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                Some(ContainerBrief {
+                    id: c.id?,
+                    names: c.names.unwrap_or_default(),
+                    network_mode: c.host_config.and_then(|h| h.network_mode),
+                    mounts: c
+                        .mounts
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|m| m.name.filter(|n| !n.is_empty()).or(m.source))
+                        .collect(),
+                })
+            })
+            .collect())
     }
 
     pub async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, EngineError> {

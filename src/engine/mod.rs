@@ -20,7 +20,9 @@ use bollard::Docker;
 
 use crate::event::ImageRef;
 
-pub use container::{ContainerDetails, CreateSpec, EngineEvent, Health, ImageDetails, RestartPolicyName};
+pub use container::{
+    ContainerBrief, ContainerDetails, CreateSpec, EngineEvent, Health, ImageDetails, RestartPolicyName,
+};
 /// `HOIST_PULL_TIMEOUT`'s default.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
 

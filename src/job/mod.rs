@@ -8,6 +8,7 @@
 
 pub mod queue;
 pub mod rollback;
+pub mod rollout;
 pub mod runner;
 
 use crate::deploy::Outcome;

@@ -27,10 +27,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::queue::{JobReceiver, QueuedJob};
+use super::rollout;
 use super::{Job, JobId, Journal};
 use crate::backoff::Backoff;
 use crate::deploy::container::{self, UpdateSettings};
 use crate::deploy::contract::{self, Change};
+use crate::deploy::dependents;
+use crate::deploy::selfupdate::{self, OwnContainer};
 use crate::deploy::service::ServicesMode;
 use crate::deploy::service::{self, ServiceSettings};
 use crate::deploy::{DeployError, FaultPause, Outcome, StepLog};
@@ -61,6 +64,10 @@ pub struct RunnerSettings {
     pub engine_retry_for: Duration,
     /// The registry credentials pulls log in with (the docker config file).
     pub credentials: Credentials,
+    /// `HOIST_CANARY`: one target of a push first, the rest once it is healthy.
+    pub canary: bool,
+    /// hoist's own container, updated last and through a relay.
+    pub own: OwnContainer,
 }
 
 /// Waits between tries of a job cut off by a fault, and of a repair.
@@ -70,6 +77,10 @@ const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::fr
 /// that otherwise answers: such an error may well come back every time, and
 /// each try stops and restarts the old container.
 const TRIES_ON_ENGINE_ERRORS: u32 = 3;
+
+/// How long hoist waits, after handing its own update to the relay, to be
+/// stopped by it; past that the relay is taken to have failed.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// What the job-level "interrupted by" is called when hoist itself stopped.
 const HOIST_STOPPED: &str = "hoist stopped";
@@ -180,7 +191,7 @@ impl Runner {
         let log = StepLog::new(self.journal.clone(), job.id, self.settings.pause.clone())
             .with_received_at(job.event.received_at);
         // Half done by an earlier run of hoist: safe first, superseded or not.
-        let mut interruptions = self.recover_interrupted(&mut job, &log).await;
+        let (mut interruptions, mut settled) = self.recover_interrupted(&mut job, &log).await;
         let event = &job.event;
         let mut known = self.recovered_targets(&job).await;
         let mut queued = Some(queued);
@@ -205,7 +216,7 @@ impl Runner {
             };
             // Running now: no longer waiting.
             drop(queued.take());
-            let fault = match self.try_job(event, &log, attempt, &mut known).await {
+            let fault = match self.try_job(event, &log, attempt, &mut known, &settled).await {
                 Try::NoTarget => {
                     debug!(image = %event.reference, "No target runs this image.");
                     self.close(job.id, "no_target", None).await;
@@ -213,6 +224,28 @@ impl Runner {
                 }
                 Try::EngineNotSeen(fault) => fault,
                 Try::Ran(results, new_image) => {
+                    if results.iter().any(|r| r.handed_over) {
+                        // The relay stops this hoist; the one that runs next records the job.
+                        drop(permit);
+                        tokio::select! {
+                            _ = self.stopping.cancelled() => {
+                                info!(job = %job.id, "Stopping for the relay: the next hoist records this job.");
+                                return;
+                            }
+                            _ = tokio::time::sleep(HAND_OVER_WAIT) => {}
+                        }
+                        // Never stopped: the relay gave up before it touched this hoist.
+                        error!(job = %job.id, "The relay did not take over; recording what became of hoist's own update.");
+                        let steps = self.read_steps(job.id).await;
+                        for result in results.iter().filter(|r| r.handed_over) {
+                            let name = &result.report.name;
+                            if let Some(outcome) = selfupdate::recover(&self.engine, name, &steps, &log).await
+                            {
+                                settled.insert(name.clone(), outcome);
+                            }
+                        }
+                        continue;
+                    }
                     let new_image = new_image.map(|image| *image);
                     let fault = results.iter().find_map(|r| r.interrupted.clone());
                     for result in &results {
@@ -337,7 +370,14 @@ impl Runner {
     /// crash recovery): they stay targets even when the index, which follows
     /// the engine's events a moment behind, does not show them right after a
     /// repair renamed them back. It is updated for the next try.
-    async fn try_job(&self, event: &ImageEvent, log: &StepLog, attempt: u32, known: &mut Vec<Target>) -> Try {
+    async fn try_job(
+        &self,
+        event: &ImageEvent,
+        log: &StepLog,
+        attempt: u32,
+        known: &mut Vec<Target>,
+        settled: &HashMap<String, Outcome>,
+    ) -> Try {
         let snapshot = self.snapshot.borrow().clone();
         if !snapshot.is_synced() {
             // Without a first list of the engine's containers, "no target" would drop the push.
@@ -370,7 +410,7 @@ impl Runner {
         } else {
             info!(image = %event.reference, digest = %event.digest.short(), targets = targets.len(), attempt, "Update running again.");
         }
-        let (results, new_image) = self.update_targets(event, &targets, log).await;
+        let (results, new_image) = self.update_targets(event, &targets, log, settled).await;
         self.repair_unsafe(&results, log).await;
         Try::Ran(results, new_image.map(Box::new))
     }
@@ -400,12 +440,33 @@ impl Runner {
     /// Brings the targets of a job that an earlier run of hoist left half
     /// done (it stopped, or the engine was gone) to a safe state, from the
     /// journal, retrying until each is safe. Returns what interrupted them.
-    async fn recover_interrupted(&self, job: &mut Job, log: &StepLog) -> HashMap<String, Interruption> {
+    async fn recover_interrupted(
+        &self,
+        job: &mut Job,
+        log: &StepLog,
+    ) -> (HashMap<String, Interruption>, HashMap<String, Outcome>) {
         let mut interruptions = HashMap::new();
+        let mut settled = HashMap::new();
         let steps = self.read_steps(job.id).await;
         let mut targets: Vec<&str> = steps.iter().map(|s| s.target.as_str()).collect();
         targets.sort();
         targets.dedup();
+        for target in targets.iter().copied() {
+            // Finished before hoist stopped (the targets before its own update,
+            // say): reported as it ended, not as current when the job runs again.
+            let last = steps.iter().rev().find(|s| s.target == target);
+            if last
+                .is_some_and(|s| s.step == container::steps::DONE && s.detail.as_deref() == Some("updated"))
+            {
+                job.recovered.push((target.to_string(), Outcome::Updated));
+                continue;
+            }
+            // hoist's own update, handed to a relay: its outcome is a verdict, not run again.
+            if let Some(outcome) = selfupdate::recover(&self.engine, target, &steps, log).await {
+                job.recovered.push((target.to_string(), outcome.clone()));
+                settled.insert(target.to_string(), outcome);
+            }
+        }
         for target in targets {
             for attempt in 1u32.. {
                 match container::recover(&self.engine, target, &steps, log, HOIST_STOPPED).await {
@@ -425,7 +486,16 @@ impl Runner {
                 }
             }
         }
-        interruptions
+        // Dependents after their targets: they attach to what the target became.
+        for attempt in 1u32.. {
+            let steps = self.read_steps(job.id).await;
+            let repaired = dependents::recover(&self.engine, &steps, log).await;
+            if repaired.iter().all(|(_, _, safe)| *safe) {
+                break;
+            }
+            tokio::time::sleep(RETRY_BACKOFF.wait(attempt)).await;
+        }
+        (interruptions, settled)
     }
 
     /// The containers crash recovery repaired for this job, as targets, read
@@ -554,6 +624,7 @@ impl Runner {
         event: &ImageEvent,
         targets: &[Target],
         log: &StepLog,
+        settled: &HashMap<String, Outcome>,
     ) -> (Vec<TargetResult>, Option<ImageDetails>) {
         let report = |target: &Target, outcome: Outcome, old_digest| TargetResult {
             report: report_for(target, outcome, old_digest),
@@ -561,6 +632,7 @@ impl Runner {
             old_image_id: None,
             interrupted: None,
             touched: false,
+            handed_over: false,
         };
         // Targets may name the registry differently (aliases); each name is pulled as the target names it.
         let mut pulled: HashMap<String, Result<ImageDetails, DeployError>> = HashMap::new();
@@ -608,58 +680,118 @@ impl Runner {
         }
         let new_image = pulled.values().find_map(|r| r.as_ref().ok().cloned());
         log.after("pulled").await;
-        let updates = futures_util::stream::iter(targets.iter().cloned())
-            .map(|target| {
-                let pulled = &pulled;
-                async move {
-                    if target.monitor_only {
-                        info!(container = %target.name, image = %event.reference, "Update available; monitor-only, not applied.");
-                        return report(&target, Outcome::MonitorOnly, None);
-                    }
-                    if target.kind == TargetKind::Service {
-                        let settings = self.service_settings_for(&target);
-                        let done = service::update(&self.engine, &target.id.0, &event.digest, &settings).await;
-                        return report(&target, done.outcome, done.old_digest);
-                    }
-                    let repository = engine_repository(&target.image);
-                    match pulled.get(&repository) {
-                        Some(Ok(image)) => {
-                            let changes = self.contract_changes(&target, image).await;
-                            if target.options.contract_block && changes.iter().any(Change::blocks) {
-                                let blocking: Vec<&str> =
-                                    changes.iter().filter(|c| c.blocks()).map(|c| c.field).collect();
-                                warn!(container = %target.name, changes = ?blocking, "Update blocked by hoist.contract=block; the old container keeps running.");
-                                let reason = format!("its {} would change; nothing was changed", blocking.join(" and "));
-                                let mut result = report(&target, Outcome::Blocked { reason }, None);
-                                result.report.contract = changes.into_iter().map(|c| c.text).collect();
-                                return result;
-                            }
-                            let settings = self.settings_for(&target);
-                            let done = container::update(&self.engine, &target.name, image, &repository, &settings, log).await;
-                            let mut result = TargetResult {
-                                needs_repair: done.needs_repair,
-                                old_image_id: done.old_image_id,
-                                interrupted: done.interrupted,
-                                touched: done.touched,
-                                ..report(&target, done.outcome, done.old_digest)
-                            };
-                            if result.report.outcome != Outcome::AlreadyCurrent {
-                                result.report.contract = changes.into_iter().map(|c| c.text).collect();
-                            }
-                            result
-                        }
-                        Some(Err(e)) => TargetResult {
-                            interrupted: e.is_transient().then(|| e.clone()),
-                            ..report(&target, Outcome::Failed { reason: e.to_string() }, None)
-                        },
-                        None => report(&target, Outcome::Failed { reason: "image was not pulled".into() }, None),
-                    }
+        let (owner_of, co_targets) = self.dependent_targets(targets, &pulled).await;
+        let own = &self.settings.own;
+        let plan = rollout::plan(targets.to_vec(), self.settings.canary, &owner_of, |t| {
+            own.is(&t.id.0, &t.name)
+        });
+        let update = |target: Target| {
+            let pulled = &pulled;
+            let co_targets = &co_targets;
+            async move {
+                if let Some(outcome) = settled.get(&target.name) {
+                    return report(&target, outcome.clone(), None);
                 }
-            })
-            .buffer_unordered(self.settings.max_parallel.max(1))
-            .collect::<Vec<_>>()
-            .await;
-        let mut updates = updates;
+                if target.monitor_only {
+                    info!(container = %target.name, image = %event.reference, "Update available; monitor-only, not applied.");
+                    return report(&target, Outcome::MonitorOnly, None);
+                }
+                if target.kind == TargetKind::Service {
+                    let settings = self.service_settings_for(&target);
+                    let done = service::update(&self.engine, &target.id.0, &event.digest, &settings).await;
+                    return report(&target, done.outcome, done.old_digest);
+                }
+                let repository = engine_repository(&target.image);
+                match pulled.get(&repository) {
+                    Some(Ok(image))
+                        if own.is(&target.id.0, &target.name) && target.image_id != image.id() =>
+                    {
+                        match selfupdate::hand_over(&self.engine, &target.name, image, log).await {
+                            Ok(()) => TargetResult {
+                                handed_over: true,
+                                ..report(&target, Outcome::Updated, None)
+                            },
+                            Err(why) => TargetResult {
+                                interrupted: why.is_transient().then(|| why.clone()),
+                                ..report(
+                                    &target,
+                                    Outcome::Failed {
+                                        reason: why.to_string(),
+                                    },
+                                    None,
+                                )
+                            },
+                        }
+                    }
+                    Some(Ok(image)) => {
+                        let changes = self.contract_changes(&target, image).await;
+                        if target.options.contract_block && changes.iter().any(Change::blocks) {
+                            let blocking: Vec<&str> =
+                                changes.iter().filter(|c| c.blocks()).map(|c| c.field).collect();
+                            warn!(container = %target.name, changes = ?blocking, "Update blocked by hoist.contract=block; the old container keeps running.");
+                            let reason =
+                                format!("its {} would change; nothing was changed", blocking.join(" and "));
+                            let mut result = report(&target, Outcome::Blocked { reason }, None);
+                            result.report.contract = changes.into_iter().map(|c| c.text).collect();
+                            return result;
+                        }
+                        let mut settings = self.settings_for(&target);
+                        settings.co_targets = co_targets.clone();
+                        let done =
+                            container::update(&self.engine, &target.name, image, &repository, &settings, log)
+                                .await;
+                        let mut result = TargetResult {
+                            needs_repair: done.needs_repair,
+                            old_image_id: done.old_image_id,
+                            interrupted: done.interrupted,
+                            touched: done.touched,
+                            ..report(&target, done.outcome, done.old_digest)
+                        };
+                        result.report.dependents = done.dependents;
+                        if result.report.outcome != Outcome::AlreadyCurrent {
+                            result.report.contract = changes.into_iter().map(|c| c.text).collect();
+                        }
+                        result
+                    }
+                    Some(Err(e)) => TargetResult {
+                        interrupted: e.is_transient().then(|| e.clone()),
+                        ..report(
+                            &target,
+                            Outcome::Failed {
+                                reason: e.to_string(),
+                            },
+                            None,
+                        )
+                    },
+                    None => report(
+                        &target,
+                        Outcome::Failed {
+                            reason: "image was not pulled".into(),
+                        },
+                        None,
+                    ),
+                }
+            }
+        };
+        let held = |target: &Target, reason: String| report(target, Outcome::Failed { reason }, None);
+        let mut updates = rollout::run(plan, self.settings.max_parallel, update, held).await;
+        // A dependent target its owner's update already moved to the new image.
+        let carried: HashMap<String, Outcome> = updates
+            .iter()
+            .flat_map(|r| r.report.dependents.iter())
+            .map(|d| (d.name.clone(), d.outcome.clone()))
+            .collect();
+        for result in &mut updates {
+            if result.report.outcome == Outcome::AlreadyCurrent {
+                if let (Some(outcome), Some(owner)) = (
+                    carried.get(&result.report.name),
+                    owner_of.get(&result.report.name),
+                ) {
+                    result.report.outcome = outcome.clone();
+                    result.report.note = Some(format!("updated with {owner}, which it depends on"));
+                }
+            }
+        }
         updates.sort_by(|a, b| a.report.name.cmp(&b.report.name));
         (updates, new_image)
     }
@@ -675,6 +807,18 @@ struct TargetResult {
     interrupted: Option<DeployError>,
     /// The old container had been parked (so it was, or is being, rolled back).
     touched: bool,
+    /// hoist's own update went to the relay: this hoist is about to be stopped.
+    handed_over: bool,
+}
+
+impl rollout::Verdict for TargetResult {
+    fn passed(&self) -> bool {
+        self.interrupted.is_none()
+            && matches!(
+                self.report.outcome,
+                Outcome::Updated | Outcome::AlreadyCurrent | Outcome::MonitorOnly
+            )
+    }
 }
 
 impl TargetResult {
@@ -749,7 +893,10 @@ impl Runner {
                 let steps = self.read_steps(log.job()).await;
                 match container::recover(&self.engine, name, &steps, log, cause).await {
                     Some((_, false)) => {}
-                    Some((_, true)) | None => break,
+                    Some((_, true)) | None => {
+                        dependents::recover(&self.engine, &steps, log).await;
+                        break;
+                    }
                 }
             }
         }
@@ -791,6 +938,55 @@ impl Runner {
         }
     }
 
+    /// Container targets of this push that depend on another one (its
+    /// network namespace, volumes, links): each one's owner, and the image
+    /// the owner's update recreates it on, so it is updated once.
+    async fn dependent_targets(
+        &self,
+        targets: &[Target],
+        pulled: &HashMap<String, Result<ImageDetails, DeployError>>,
+    ) -> (HashMap<String, String>, dependents::CoTargets) {
+        let mut owner_of = HashMap::new();
+        let mut co_targets = HashMap::new();
+        let containers: Vec<&Target> = targets
+            .iter()
+            .filter(|t| t.kind == TargetKind::Container && !t.monitor_only)
+            .collect();
+        if containers.len() < 2 {
+            return (owner_of, Arc::default());
+        }
+        // Inspected a few at a time: a fan-out push has many targets.
+        let names: Vec<String> = containers.iter().map(|t| t.name.clone()).collect();
+        let engine = self.engine.clone();
+        let inspected: Vec<(String, Result<_, _>)> = futures_util::stream::iter(names)
+            .map(move |name| {
+                let engine = engine.clone();
+                async move {
+                    let details = engine.inspect_container(&name).await;
+                    (name, details)
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        for (target, (_, details)) in containers.iter().zip(inspected) {
+            let Ok(details) = details else {
+                continue;
+            };
+            let owner = containers
+                .iter()
+                .find(|o| o.name != target.name && dependents::depends_on(&details, &o.id.0, &o.name));
+            let image = pulled
+                .get(&engine_repository(&target.image))
+                .and_then(|r| r.as_ref().ok());
+            if let (Some(owner), Some(image)) = (owner, image) {
+                owner_of.insert(target.name.clone(), owner.name.clone());
+                co_targets.insert(target.name.clone(), image.clone());
+            }
+        }
+        (owner_of, Arc::new(co_targets))
+    }
+
     /// The global settings with the target's label overrides applied.
     fn settings_for(&self, target: &Target) -> UpdateSettings {
         let mut settings = self.settings.update.clone();
@@ -824,6 +1020,7 @@ fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event
         outcome,
         note: None,
         contract: Vec::new(),
+        dependents: Vec::new(),
     }
 }
 
@@ -944,6 +1141,7 @@ mod tests {
                 },
                 note: None,
                 contract: Vec::new(),
+                dependents: Vec::new(),
             },
             needs_repair: false,
             old_image_id: None,
@@ -951,6 +1149,7 @@ mod tests {
                 "cannot pull {reference}: docker engine unreachable"
             ))),
             touched: false,
+            handed_over: false,
         };
         result.give_up(7);
         assert_eq!(

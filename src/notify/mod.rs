@@ -76,6 +76,10 @@ pub struct TargetReport {
     /// "engine restarted during the update; rolled back, then updated at ...".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Containers that depend on this target (its network namespace, volumes
+    /// or links) and were recreated with it, each with its outcome.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<crate::deploy::dependents::DependentReport>,
     /// What the new image changes against the one the target ran (ports,
     /// volumes, user, entrypoint and cmd, healthcheck, stop signal, working
     /// dir, env variable names): `deploy::contract`.

@@ -394,6 +394,15 @@ fn target_line(t: &TargetReport, show_old: bool) -> TargetLine {
         (None, Some(service)) => name.push_str(&format!(" (compose service {})", clean(service, 100))),
         (None, None) => {}
     }
+    // Containers recreated with the target (its network namespace, volumes, links).
+    if !t.dependents.is_empty() {
+        let list: Vec<String> = t
+            .dependents
+            .iter()
+            .map(|d| format!("{} ({})", clean(&d.name, 200), d.outcome))
+            .collect();
+        name.push_str(&format!("; dependents: {}", list.join(", ")));
+    }
     let (outcome, tone, reason, log) = match &t.outcome {
         // An update that got there the long way says how (an engine restart on the way).
         Outcome::Updated => ("updated", Tone::Good, t.note.as_ref(), &[][..]),
@@ -471,6 +480,7 @@ pub(crate) mod tests {
             outcome,
             note: None,
             contract: Vec::new(),
+            dependents: Vec::new(),
         }
     }
 
@@ -670,6 +680,19 @@ pub(crate) mod tests {
         assert_eq!(line.log_tail[0], "line 11");
         assert_eq!(line.log_tail.last().unwrap(), "line 30");
         assert!(line.log_truncated);
+    }
+
+    #[test]
+    fn dependents_are_listed_under_their_target() {
+        let mut vpn = target("vpn", Outcome::Updated);
+        vpn.dependents = vec![crate::deploy::dependents::DependentReport {
+            name: "sidecar".into(),
+            outcome: Outcome::Updated,
+        }];
+        assert_eq!(
+            target_line(&vpn, false).name,
+            "vpn; dependents: sidecar (updated)"
+        );
     }
 
     #[test]
