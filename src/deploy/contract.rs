@@ -67,6 +67,11 @@ fn string(value: &Value) -> String {
 
 impl Contract {
     /// Reads an image's `Config` object (engine JSON names); missing parts are empty.
+    /// What an image's configuration promises the host (ports, volumes, user...).
+    pub fn of_image(image: &crate::engine::ImageDetails) -> Contract {
+        Contract::from_config(&image.config_json())
+    }
+
     pub fn from_config(config: &Value) -> Contract {
         Contract {
             ports: keys(&config["ExposedPorts"]),

@@ -275,10 +275,9 @@ impl ImageDetails {
         self.raw.config.as_ref()?.labels.as_ref()?.get(key).cloned()
     }
 
-    /// What the image's configuration promises the host (ports, volumes, user...).
-    pub fn contract(&self) -> crate::deploy::contract::Contract {
-        let config = serde_json::to_value(&self.raw.config).unwrap_or_default();
-        crate::deploy::contract::Contract::from_config(&config)
+    /// The image's configuration (`Config` of the inspect) as plain JSON.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.raw.config).unwrap_or_default()
     }
 }
 
