@@ -932,7 +932,7 @@ impl Runner {
         match self.engine.inspect_image(&target.image_id).await {
             Ok(old) => contract::diff(
                 &contract::Contract::of_image(&old),
-                &contract::Contract::of_image(&new),
+                &contract::Contract::of_image(new),
             ),
             Err(e) => {
                 debug!(container = %target.name, error = %e, "Cannot read the old image; its changes are not shown.");
