@@ -3,7 +3,7 @@
 # machine: the Distribution registry, static busybox (test images are built
 # FROM scratch with it), htpasswd (apache2-utils: registries with a login),
 # aiosmtpd (a real SMTP server for the email tests), wrk (intake benchmark),
-# docker-compose (v1), unshare/nsenter/mount (util-linux, mount) and ip
+# docker-compose (v1), haproxy (the allow-list socket proxy), unshare/nsenter/mount (util-linux, mount) and ip
 # (iproute2) for the engine-fault tests' private engine and small tmpfs, and
 # a running Docker engine. Safe to run again.
 set -euo pipefail
@@ -21,6 +21,8 @@ command -v docker-compose >/dev/null || need_packages+=(docker-compose)
 { command -v unshare && command -v nsenter; } >/dev/null || need_packages+=(util-linux)
 command -v mount >/dev/null || need_packages+=(mount)
 command -v ip >/dev/null || need_packages+=(iproute2)
+# The least-privilege test runs hoist through an allow-list proxy (as docker-socket-proxy images do).
+command -v haproxy >/dev/null || need_packages+=(haproxy)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "setup: installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +32,10 @@ fi
 # The Debian package may start its own registry on :5000; hoist's tests run their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
+fi
+# Likewise the haproxy service: the socket-proxy test runs its own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
+  systemctl stop haproxy || true
 fi
 
 if ! docker info >/dev/null 2>&1; then

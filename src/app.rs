@@ -123,10 +123,15 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     })?;
     let metrics = telemetry::metrics_handle();
     let journal = Journal::open(&config.state_dir)?;
+    // The history is pruned now and then daily (HOIST_HISTORY_RETENTION).
+    let prune_task = tokio::spawn(prune_history(journal.clone(), config.history_retention));
+    #[cfg(feature = "fault-injection")]
     let pause = config.fault_pause_after.clone().map(|step| {
         warn!(step = %step, "HOIST_FAULT_PAUSE_AFTER is set: updates will stop still after this step (fault tests only).");
         Arc::new(FaultPause::new(step, config.fault_pause_file.clone()))
     });
+    #[cfg(not(feature = "fault-injection"))]
+    let pause: Option<Arc<FaultPause>> = None;
     // Jobs accepted and not finished run again below; the runner first
     // brings whatever a crash left half done to a safe state, once the engine answers.
     let unfinished = unfinished_jobs(&journal).await?;
@@ -219,7 +224,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         journal.clone(),
         {
             let notifier = notifier.clone();
-            Arc::new(move |notification| notifier.notify(notification.clone()))
+            let notify_unchanged = config.notify_unchanged;
+            Arc::new(move |notification| {
+                // A redelivered push that changed nothing is only in the history.
+                if notify_unchanged || !notification.changed_nothing() {
+                    notifier.notify(notification.clone())
+                }
+            })
         },
     )
     .with_shutdown(stop.clone());
@@ -240,6 +251,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             })
         })
     };
+    let rollback_queue = runner_tx.clone();
     let runner_task = tokio::spawn(runner.run(jobs_rx, jobs.clone(), CancellationToken::new()));
     let peers = (!config.swarm.peers.is_empty()).then(|| forwarder.clone());
     let forward_all = peers.is_some();
@@ -327,7 +339,19 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             Arc::new(move || json!(notifier.status()))
         },
         jobs: queue_status,
+        aliases: config.registry_aliases.clone(),
+        services: config.swarm.services,
+        queue: rollback_queue,
     }));
+
+    // Every GET /v1/* behind the webhook token; /metrics behind its own.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        api::ReadTokens {
+            api: config.webhook_token.clone().map(Arc::new),
+            metrics: config.metrics_token.clone().map(Arc::new),
+        },
+        api::guard,
+    ));
 
     // No request holds a connection for ever: a client that stalls its body,
     // or a handler stuck behind a stalled engine, gets 408 after this long.
@@ -363,6 +387,7 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             warn!(running = jobs.len(), grace = ?grace, "Jobs still running after the shutdown grace period.");
         }
         watch_task.abort();
+        prune_task.abort();
         adopt_task.abort();
         // Cancelled with the server: ends at once, cutting off a call in flight.
         if let Err(e) = base_task.await {
@@ -393,4 +418,17 @@ async fn unfinished_jobs(journal: &Journal) -> Result<Vec<Job>, StartError> {
             recovered: Vec::new(),
         })
         .collect())
+}
+
+/// Prunes finished jobs older than `retention` from the journal, at once and then daily.
+async fn prune_history(journal: Journal, retention: std::time::Duration) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        daily.tick().await;
+        match journal.prune(retention).await {
+            Ok(0) => {}
+            Ok(pruned) => info!(pruned, retention = ?retention, "Old jobs pruned from the history."),
+            Err(e) => warn!(error = %e, "Cannot prune the history; trying again tomorrow."),
+        }
+    }
 }

@@ -147,6 +147,13 @@ CREATE TABLE IF NOT EXISTS base_digests (
     digest  TEXT NOT NULL,
     seen_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS previous_images (
+    target   TEXT PRIMARY KEY,
+    image    TEXT NOT NULL,
+    digest   TEXT,
+    image_id TEXT,
+    at       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS write_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TEXT NOT NULL
@@ -586,6 +593,106 @@ impl Journal {
     }
 }
 
+/// What a target ran before its last successful update: what `hoist
+/// rollback` puts back. Kept apart from the jobs, so retention never prunes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PreviousImage {
+    /// The tagged reference the target ran.
+    pub image: String,
+    /// The digest it ran, when known.
+    pub digest: Option<String>,
+    /// The engine's image ID, when known (kept on disk for the rollback).
+    pub image_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Journal {
+    /// Removes finished jobs (and their steps) that finished more than
+    /// `older_than` ago; returns how many. Open jobs are never pruned.
+    pub async fn prune(&self, older_than: std::time::Duration) -> Result<usize, JournalError> {
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            .to_rfc3339();
+        self.write(move |db| {
+            let tx = db.transaction()?;
+            let old = "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running') AND finished_at < ?1";
+            tx.execute(&format!("DELETE FROM steps WHERE job_id IN ({old})"), [&cutoff])?;
+            let pruned = tx.execute(
+                "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND finished_at < ?1",
+                [&cutoff],
+            )?;
+            tx.commit()?;
+            Ok(pruned)
+        })
+        .await
+    }
+
+    /// Records what `target` ran before an update that succeeded; returns
+    /// what was recorded before (the image before that one), if anything.
+    pub async fn set_previous(
+        &self,
+        target: &str,
+        previous: PreviousImage,
+    ) -> Result<Option<PreviousImage>, JournalError> {
+        let target = target.to_string();
+        self.write(move |db| {
+            let tx = db.transaction()?;
+            let before = read_previous(&tx, &target)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO previous_images (target, image, digest, image_id, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    target,
+                    previous.image,
+                    previous.digest,
+                    previous.image_id,
+                    previous.at.to_rfc3339()
+                ],
+            )?;
+            tx.commit()?;
+            Ok(before)
+        })
+        .await
+    }
+
+    /// Every image ID some target would be rolled back to.
+    pub async fn previous_image_ids(&self) -> Result<std::collections::HashSet<String>, JournalError> {
+        self.with(|db| {
+            let mut query = db.prepare("SELECT image_id FROM previous_images WHERE image_id IS NOT NULL")?;
+            let ids = query.query_map([], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
+    /// What `target` ran before its last successful update, if recorded.
+    pub async fn previous(&self, target: &str) -> Result<Option<PreviousImage>, JournalError> {
+        let target = target.to_string();
+        self.with(move |db| read_previous(db, &target)).await
+    }
+}
+
+fn read_previous(db: &Connection, target: &str) -> rusqlite::Result<Option<PreviousImage>> {
+    db.query_row(
+        "SELECT image, digest, image_id, at FROM previous_images WHERE target = ?1",
+        [target],
+        |r| {
+            let at: String = r.get(3)?;
+            Ok(PreviousImage {
+                image: r.get(0)?,
+                digest: r.get(1)?,
+                image_id: r.get(2)?,
+                at: DateTime::parse_from_rfc3339(&at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            })
+        },
+    )
+    .optional()
+}
+
 /// Stores one push in `tx`, or finds it stored before (same delivery id).
 fn store(tx: &rusqlite::Transaction<'_>, event: &ImageEvent) -> rusqlite::Result<Acceptance> {
     if let Some(delivery) = &event.delivery_id {
@@ -736,6 +843,77 @@ mod tests {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].id, first);
         assert_eq!(history[0].report, Some(serde_json::json!({"image": "x"})));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_prunes_old_finished_jobs_only_and_keeps_previous_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let Acceptance::New(id) = journal.accept(&event(Some(&format!("p-{n}")))).await.unwrap() else {
+                panic!()
+            };
+            journal.step(id, "web", "parking", None).await.unwrap();
+            ids.push(id);
+        }
+        journal
+            .finish(ids[0], "done", Some(serde_json::json!({"n": 0})))
+            .await
+            .unwrap();
+        journal
+            .finish(ids[1], "done", Some(serde_json::json!({"n": 1})))
+            .await
+            .unwrap();
+        // ids[0] finished 100 days ago; ids[2] is still open (and older).
+        {
+            let db = lock(&journal.connection);
+            let long_ago = (Utc::now() - chrono::Duration::days(100)).to_rfc3339();
+            db.execute(
+                "UPDATE jobs SET finished_at = ?1 WHERE id = ?2",
+                params![long_ago, ids[0].0],
+            )
+            .unwrap();
+        }
+        let previous = PreviousImage {
+            image: "127.0.0.1:5000/team/app:1.4".into(),
+            digest: Some(format!("sha256:{}", "b".repeat(64))),
+            image_id: Some("sha256:old".into()),
+            at: Utc::now() - chrono::Duration::days(200),
+        };
+        assert_eq!(journal.set_previous("web", previous.clone()).await.unwrap(), None);
+        let pruned = journal
+            .prune(std::time::Duration::from_secs(90 * 86400))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1);
+        let history = journal.history().await.unwrap();
+        assert_eq!(history.iter().map(|h| h.id).collect::<Vec<_>>(), vec![ids[1]]);
+        assert_eq!(journal.unfinished().await.unwrap().len(), 1, "open jobs stay");
+        let steps: i64 = lock(&journal.connection)
+            .query_row("SELECT COUNT(*) FROM steps WHERE job_id = ?1", [ids[0].0], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(steps, 0, "a pruned job's steps go with it");
+        assert_eq!(
+            journal.previous("web").await.unwrap().unwrap().image_id,
+            previous.image_id
+        );
+        let newer = PreviousImage {
+            image_id: Some("sha256:newer".into()),
+            ..previous.clone()
+        };
+        assert_eq!(
+            journal
+                .set_previous("web", newer)
+                .await
+                .unwrap()
+                .unwrap()
+                .image_id,
+            previous.image_id,
+            "the one recorded before is handed back (to remove, with HOIST_REMOVE_OLD_IMAGES)"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

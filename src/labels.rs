@@ -72,6 +72,9 @@ pub const CANARY: &str = "hoist.canary";
 
 /// `<duration>|off`: how often the target's tag is polled (overrides `HOIST_POLL_INTERVAL`).
 pub const POLL: &str = "hoist.poll";
+/// `block`: refuse an update whose image changes exposed ports, volumes or
+/// user (`deploy::contract`); `warn` (the default): only say so.
+pub const CONTRACT: &str = "hoist.contract";
 
 /// `stop-first|start-first`: how the container is replaced (overrides `HOIST_ORDER`).
 pub const ORDER: &str = "hoist.order";
@@ -138,6 +141,8 @@ pub struct TargetOptions {
     pub order: Option<UpdateOrder>,
     /// `hoist.drain`: `None` when absent (2s).
     pub drain: Option<Duration>,
+    /// `hoist.contract=block`: refuse an image that changes ports, volumes or user.
+    pub contract_block: bool,
     /// The image this target's image was built on, when known.
     pub base: Option<BaseImage>,
     /// `hoist.rebuild-hook`: a secret, since a URL may carry a trigger token.
@@ -286,11 +291,21 @@ impl TargetOptions {
                 .map_err(|why| problems.push(format!("label {ORDER}={text:?}: {why}")))
                 .ok()
         });
+        let contract_block = match labels.get(CONTRACT).map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(value) if value == "block" => true,
+            Some(value) if value == "warn" || value.is_empty() => false,
+            Some(value) => {
+                problems.push(format!("label {CONTRACT}={value:?}: expected block or warn"));
+                false
+            }
+        };
         let base = base_from(labels, &mut problems);
         let rebuild_hook = rebuild_hook_from(labels, &mut problems);
         (
             TargetOptions {
                 enabled: labelled || seed_label_form,
+                contract_block,
                 monitor_only,
                 health_grace,
                 health_deadline,

@@ -35,7 +35,9 @@
 //! - [`source`] turns registry webhooks into [`event::ImageEvent`]s (pure parsers + the routes), and polls.
 //! - [`swarm`] makes hoist a global service: only the leader manager's hoist
 //!   updates services, and every push is forwarded to every node's hoist.
-//! - [`config`] assembles every stage's settings into one [`Config`]; [`api`] and [`app`] wire it all.
+//! - [`plan`] answers what a push of a tag would redeploy, and why not the rest.
+//! - [`config`] assembles every stage's settings into one [`Config`]; [`api`] and [`app`] wire it all;
+//!   [`cli`] is the operator's client of a running hoist.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -61,10 +63,12 @@ pub mod base;
 pub mod intake;
 pub mod source;
 pub mod swarm;
+pub mod plan;
 
 pub mod config;
 pub mod api;
 pub mod app;
+pub mod cli;
 
 /// Properties of the parsers of untrusted input, for the fuzz targets and property tests.
 #[cfg(any(test, fuzzing))]

@@ -21,6 +21,8 @@ Labels on containers (and on Swarm services: deploy labels):
   hoist.health.deadline=2m        override HOIST_HEALTH_DEADLINE for this container
                                   (HOIST_SERVICE_DEADLINE for a service; at most 24h)
   hoist.canary=true               a push updates and gates one of its targets first, the rest once it is healthy
+  hoist.contract=block            refuse an update whose image changes exposed ports, volumes or user
+                                  (outcome `blocked`; the old container keeps running)
   hoist.poll=5m|off               ask the registry for the tag's digest this often (overrides
                                   HOIST_POLL_INTERVAL; 1s to 168h); a new digest redeploys as a push would
   A label with a bad value is logged, and fails that target's next update (nothing is changed).
@@ -35,7 +37,10 @@ Endpoints:
   POST /v1/hooks/acr                Azure Container Registry webhooks; bearer token (custom header)
   POST /v1/update                   a CI job: {\"image\": \"<ref>\", \"digest\": \"<optional>\"}; bearer token
   POST /v1/hooks/forwarded          updates forwarded by peer hoists (X-Hoist-Forwarded: 1)
-  GET  /healthz  /metrics  /v1/targets  /v1/history  /v1/peers";
+  GET  /v1/targets  /v1/history  /v1/peers  /v1/plan?image=IMAGE   bearer token (HOIST_WEBHOOK_TOKEN)
+  POST /v1/rollback                 {\"target\": \"<name>\"}; bearer token
+  GET  /healthz                     open
+  GET  /metrics                     open, unless HOIST_METRICS_TOKEN is set (then a bearer token)";
 
 /// hoist redeploys the containers that run an image tag as soon as a new
 /// image is pushed to that tag, and rolls back when the new one does not come up.
@@ -50,6 +55,36 @@ struct Cli {
 enum Command {
     /// Start the agent: serve webhooks, watch labelled containers, update them.
     Run,
+    /// The targets of a running hoist, each with its image, digest and last outcome.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The newest jobs of a running hoist.
+    History {
+        /// How many jobs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What a push of IMAGE would redeploy, and why each other container running it would not.
+    Plan {
+        /// The tagged image, e.g. registry.example.com/team/app:1.4
+        image: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Put back the image NAME ran before its last update (a journaled, health-gated job).
+    Rollback {
+        /// The container's name.
+        name: String,
+        /// Print the queued job and return at once, without waiting for its outcome.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Check a running hoist's /healthz (for a container HEALTHCHECK); exit 0 when healthy.
     Healthcheck {
         /// The address hoist listens on.
@@ -66,6 +101,17 @@ enum Command {
         #[arg(long)]
         image: String,
     },
+}
+
+/// Where the running hoist is, and how to talk to it.
+#[derive(clap::Args)]
+struct Remote {
+    /// The running hoist.
+    #[arg(long, env = "HOIST_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The configuration part of `--help`: every variable, then labels and routes.
@@ -96,6 +142,7 @@ fn main() -> ExitCode {
         Command::Run => runtime.block_on(run()),
         Command::Healthcheck { addr } => runtime.block_on(healthcheck(addr)),
         Command::Relay { container, image } => runtime.block_on(relay(container, image)),
+        operator => runtime.block_on(operate(operator)),
     }
 }
 
@@ -112,6 +159,17 @@ async fn run() -> ExitCode {
         tracing::warn!(
             "{}=true: webhooks are accepted without a token.",
             keys::INSECURE_NO_AUTH
+        );
+    }
+    if config
+        .webhook_token
+        .as_ref()
+        .is_some_and(|token| token.expose().chars().count() < hoist::config::MIN_TOKEN_CHARS)
+    {
+        tracing::warn!(
+            "{} is shorter than {} characters: it guards deploys and the read API; use a longer, random one (e.g. openssl rand -hex 32).",
+            keys::WEBHOOK_TOKEN,
+            hoist::config::MIN_TOKEN_CHARS
         );
     }
     match hoist::run(config, hoist::shutdown::signal()).await {
@@ -194,6 +252,72 @@ async fn healthcheck(addr: String) -> ExitCode {
         Err(_) => {
             eprintln!("hoist: {addr} did not answer within 5s");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The operator subcommands: one request (or two) to a running hoist.
+async fn operate(command: Command) -> ExitCode {
+    use hoist::cli;
+    let token = std::env::var(keys::WEBHOOK_TOKEN).ok();
+    let remote = match &command {
+        Command::Status { remote }
+        | Command::History { remote, .. }
+        | Command::Plan { remote, .. }
+        | Command::Rollback { remote, .. } => remote,
+        Command::Run | Command::Healthcheck { .. } | Command::Relay { .. } => return ExitCode::from(64),
+    };
+    let result = async {
+        let client = cli::Client::new(&remote.url, token)?;
+        let json = remote.json;
+        let show = |value: &serde_json::Value, table: String| {
+            if json {
+                serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+            } else {
+                table
+            }
+        };
+        Ok::<String, cli::CliError>(match &command {
+            Command::Status { .. } => {
+                let targets = client.get("/v1/targets", "status").await?;
+                let history = client.get("/v1/history", "status").await?;
+                show(&targets, cli::render_status(&targets, &history))
+            }
+            Command::History { limit, .. } => {
+                let mut history = client.get("/v1/history", "history").await?;
+                if let Some(jobs) = history["jobs"].as_array_mut() {
+                    jobs.truncate(*limit);
+                }
+                show(&history, cli::render_history(&history, *limit))
+            }
+            Command::Plan { image, .. } => {
+                let plan = client.plan(image).await?;
+                show(&plan, cli::render_plan(&plan))
+            }
+            Command::Rollback { name, no_wait, .. } => {
+                let receipt = client.rollback(name).await?;
+                let finished = if *no_wait {
+                    None
+                } else {
+                    client
+                        .wait_for_job(&receipt["job"], Duration::from_secs(600))
+                        .await?
+                };
+                let value = serde_json::json!({ "queued": receipt, "job": finished });
+                show(&value, cli::render_rollback(&receipt, finished.as_ref()))
+            }
+            Command::Run | Command::Healthcheck { .. } | Command::Relay { .. } => String::new(),
+        })
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hoist: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

@@ -39,6 +39,7 @@ pub const QUEUE_DEPTH: &str = "hoist_queue_depth";
 pub const QUEUE_FULL: &str = "hoist_queue_full_total";
 pub const FORWARDS: &str = "hoist_forwards_total";
 pub const POLLS: &str = "hoist_polls_total";
+pub const READS_REFUSED: &str = "hoist_read_requests_refused_total";
 
 /// Installs the log subscriber. `RUST_LOG` overrides the default `info`
 /// level, as a level (`debug`) or per module (`hoist::deploy=debug,info`).
@@ -138,6 +139,11 @@ pub fn step_reached(step: &str, received_at: DateTime<Utc>) {
         "verified" => metrics::histogram!(PUSH_TO_HEALTHY).record(since_push),
         _ => {}
     }
+}
+
+/// A `GET /v1/*` (or `/metrics` with its own token) came without the right token.
+pub fn count_read_refused() {
+    metrics::counter!(READS_REFUSED).increment(1);
 }
 
 /// One forward of an update to a peer hoist ended; `outcome` is `delivered`,

@@ -605,7 +605,7 @@ async fn one_message_per_push_on_every_channel_and_a_hanging_channel_delays_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_images_are_removed_only_when_asked_and_unused() {
+async fn old_images_are_removed_only_when_asked_unused_and_older_than_the_previous() {
     let (hoist, registry, tag) = setup(&[("HOIST_REMOVE_OLD_IMAGES", "true")]).await;
     let mut clean = Cleanup::default();
     clean.image(&tag);
@@ -628,9 +628,23 @@ async fn old_images_are_removed_only_when_asked_and_unused() {
     let good = build_and_push(&tag, "v3", Behaviour::Serve);
     let job = hoist.wait_for_job(&tag, &good, JOB_WAIT).await;
     assert_eq!(outcome(&job, &name)["result"], "updated");
+    let v3 = image_id(&tag);
+    assert!(
+        docker_quiet(&["image", "inspect", &v1]),
+        "the image the target ran before stays, for a rollback"
+    );
+
+    // The next successful update removes the one before the previous, keeps the previous.
+    let next = build_and_push(&tag, "v4", Behaviour::Serve);
+    let job = hoist.wait_for_job(&tag, &next, JOB_WAIT).await;
+    assert_eq!(outcome(&job, &name)["result"], "updated");
     assert!(
         !docker_quiet(&["image", "inspect", &v1]),
-        "the old image is gone once unused"
+        "an image older than the previous one is gone once unused"
+    );
+    assert!(
+        docker_quiet(&["image", "inspect", &v3]),
+        "the previous image (v3) stays until the next successful update"
     );
     hoist.stop().await;
     drop(registry);

@@ -99,6 +99,7 @@ impl Drop for HoistProcess {
 pub(crate) async fn get(port: u16, path: &str) -> Option<Value> {
     let response = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .ok()?;

@@ -32,6 +32,7 @@ fn derive(base: &str, tag: &str, lines: &str) {
 
 async fn history(http: &reqwest::Client, port: u16) -> Option<Value> {
     http.get(format!("http://127.0.0.1:{port}/v1/history"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .ok()?

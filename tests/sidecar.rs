@@ -94,6 +94,7 @@ async fn the_compose_sidecar_updates_the_compose_app() {
     loop {
         let targets = http
             .get(format!("http://127.0.0.1:{port}/v1/targets"))
+            .bearer_auth(TOKEN)
             .send()
             .await;
         if let Ok(response) = targets {
@@ -170,6 +171,7 @@ async fn wait_for_history(http: &reqwest::Client, port: u16, digest: &str, hoist
     loop {
         if let Ok(response) = http
             .get(format!("http://127.0.0.1:{port}/v1/history"))
+            .bearer_auth(TOKEN)
             .send()
             .await
         {

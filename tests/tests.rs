@@ -11,8 +11,12 @@ mod base;
 mod binary;
 /// 5,000 events at full speed: nothing lost, last digest wins, at most one update per digest.
 mod burst;
+/// The operator CLI (plan, status, history, rollback) against a running hoist.
+mod cli;
 /// A push redeploys labelled containers; configuration preserved; rollback; outages.
 mod container;
+/// What a new image changes, in every message and the history; hoist.contract=block.
+mod contract;
 /// A private engine killed mid-update (park, create, health gate, pull), hoist
 /// restarted while it is down, a stalled engine, a full state dir.
 mod engine_faults;
@@ -20,6 +24,8 @@ mod engine_faults;
 mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
 mod notify;
+/// The operator's surface: the read API behind the token, plan, rollback, quiet notifications.
+mod operator;
 /// Polling a registry that wants a login and sends no notifications.
 mod poll;
 /// HOIST_PULL_TIMEOUT bounds a pull whose registry stalls mid-layer; nothing is touched.
@@ -32,6 +38,8 @@ mod recovery;
 mod recreate;
 /// Registries that want a login: pulls with credentials, refusals, the registry client (Basic, Bearer, 429).
 mod registry;
+/// Least privilege: hoist through an allow-list HAProxy (compose/socket-proxy.cfg); a push still redeploys.
+mod socket_proxy;
 /// The order of a push's updates: dependents follow their target, replicas roll, a canary goes first.
 mod rollout;
 /// hoist labelled for updates updates itself through a relay, and survives a bad image of itself.

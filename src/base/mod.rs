@@ -617,6 +617,7 @@ fn notification(rebuild: &Rebuild, outcome: &str) -> Option<Notification> {
                 // Its image has not changed: it still runs what it ran.
                 outcome: Outcome::AlreadyCurrent,
                 note: Some("not touched: its image has not changed".into()),
+                contract: Vec::new(),
                 dependents: Vec::new(),
             })
             .collect(),

@@ -26,6 +26,23 @@ pub use crate::settings::{
     parse_duration, parse_poll, ConfigError, ConfigProblem, EnvVars, Reader, Vars, POLL_MAX, POLL_MIN,
 };
 
+/// A retention: a number of days (`90d`), or any [`parse_duration`].
+pub fn parse_retention(text: &str) -> Option<Duration> {
+    match text.trim().strip_suffix('d') {
+        Some(days) => {
+            let days: f64 = days.trim().parse().ok()?;
+            if !days.is_finite() || days < 0.0 {
+                return None;
+            }
+            Duration::try_from_secs_f64(days * 86400.0).ok()
+        }
+        None => parse_duration(text),
+    }
+}
+
+/// A webhook token shorter than this gets a warning at start.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Everything hoist needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +51,8 @@ pub struct Config {
     /// `HOIST_WEBHOOK_TOKEN`: the bearer token webhooks must carry; `None` only
     /// when `HOIST_INSECURE_NO_AUTH=true`.
     pub webhook_token: Option<Secret<String>>,
+    /// `HOIST_METRICS_TOKEN`: the bearer token `GET /metrics` wants; open without one.
+    pub metrics_token: Option<Secret<String>>,
     /// `HOIST_GITHUB_WEBHOOK_SECRET`: the secret GitHub signs its webhooks with.
     pub github_webhook_secret: Option<Secret<String>>,
     /// `HOIST_GITEA_WEBHOOK_SECRET`: the secret Gitea and Forgejo sign their webhooks with.
@@ -67,6 +86,12 @@ pub struct Config {
     /// `HOIST_REMOVE_OLD_IMAGES`: after a successful update, remove the image
     /// the container ran before if nothing else uses it.
     pub remove_old_images: bool,
+    /// `HOIST_NOTIFY_UNCHANGED`: also send a message when every target of a
+    /// push already ran its digest (a redelivery); off, such a push is only in the history.
+    pub notify_unchanged: bool,
+    /// `HOIST_HISTORY_RETENTION`: finished jobs older than this are pruned
+    /// from the journal at start and daily.
+    pub history_retention: Duration,
     /// `HOIST_CANARY`: one target of a push first, the rest once it is healthy.
     pub canary: bool,
     /// `HOIST_SELF_CONTAINER`: hoist's own container (name or ID), when it runs in one.
@@ -97,6 +122,7 @@ pub mod keys {
     pub const LISTEN: &str = "HOIST_LISTEN";
     pub const WEBHOOK_TOKEN: &str = "HOIST_WEBHOOK_TOKEN";
     pub const INSECURE_NO_AUTH: &str = "HOIST_INSECURE_NO_AUTH";
+    pub const METRICS_TOKEN: &str = "HOIST_METRICS_TOKEN";
     pub const GITHUB_WEBHOOK_SECRET: &str = "HOIST_GITHUB_WEBHOOK_SECRET";
     pub const GITEA_WEBHOOK_SECRET: &str = "HOIST_GITEA_WEBHOOK_SECRET";
     pub const REGISTRY_ALIASES: &str = "HOIST_REGISTRY_ALIASES";
@@ -115,6 +141,8 @@ pub mod keys {
     pub const ENGINE_RETRY_FOR: &str = "HOIST_ENGINE_RETRY_FOR";
     pub const ENGINE_TIMEOUT: &str = "HOIST_ENGINE_TIMEOUT";
     pub const REMOVE_OLD_IMAGES: &str = "HOIST_REMOVE_OLD_IMAGES";
+    pub const NOTIFY_UNCHANGED: &str = "HOIST_NOTIFY_UNCHANGED";
+    pub const HISTORY_RETENTION: &str = "HOIST_HISTORY_RETENTION";
     pub const CANARY: &str = "HOIST_CANARY";
     pub const SELF_CONTAINER: &str = "HOIST_SELF_CONTAINER";
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
@@ -140,6 +168,7 @@ impl Config {
                 ),
             );
         }
+        let metrics_token = r.secret(keys::METRICS_TOKEN);
         let github_webhook_secret = r.secret(keys::GITHUB_WEBHOOK_SECRET);
         let gitea_webhook_secret = r.secret(keys::GITEA_WEBHOOK_SECRET);
         let registry_aliases = match r.string(keys::REGISTRY_ALIASES) {
@@ -176,8 +205,15 @@ impl Config {
         let shutdown_grace = r.duration(keys::SHUTDOWN_GRACE, Duration::from_secs(60));
         let log_format = r.parsed(keys::LOG_FORMAT, LogFormat::Text);
         let notify = NotifyConfig::from_reader(&mut r);
-        let fault_pause_after = r.string(keys::FAULT_PAUSE_AFTER);
-        let fault_pause_file = r.string(keys::FAULT_PAUSE_FILE).map(PathBuf::from);
+        // Crash-test hooks exist only in test builds: a release binary neither
+        // reads nor names these variables.
+        #[cfg(feature = "fault-injection")]
+        let (fault_pause_after, fault_pause_file) = (
+            r.string(keys::FAULT_PAUSE_AFTER),
+            r.string(keys::FAULT_PAUSE_FILE).map(PathBuf::from),
+        );
+        #[cfg(not(feature = "fault-injection"))]
+        let (fault_pause_after, fault_pause_file) = (None, None);
         let engine_retry_for = r.duration(keys::ENGINE_RETRY_FOR, Duration::from_secs(30 * 60));
         let engine_timeout = r.duration(keys::ENGINE_TIMEOUT, Duration::from_secs(120));
         if engine_timeout.is_zero() {
@@ -188,6 +224,20 @@ impl Config {
             );
         }
         let remove_old_images = r.flag(keys::REMOVE_OLD_IMAGES);
+        let notify_unchanged = r.flag(keys::NOTIFY_UNCHANGED);
+        let retention_text = r.string(keys::HISTORY_RETENTION);
+        let history_retention = match retention_text.as_deref().map(parse_retention) {
+            None => Duration::from_secs(90 * 86400),
+            Some(Some(retention)) if retention >= Duration::from_secs(3600) => retention,
+            Some(_) => {
+                r.problem(
+                    keys::HISTORY_RETENTION,
+                    retention_text,
+                    "expected a duration of at least 1h, e.g. 90d or 36h".into(),
+                );
+                Duration::from_secs(90 * 86400)
+            }
+        };
         let canary = r.flag(keys::CANARY);
         let self_container = r.string(keys::SELF_CONTAINER);
         let swarm = SwarmConfig::from_reader(&mut r, listen.port());
@@ -219,6 +269,7 @@ impl Config {
         Ok(Config {
             listen,
             webhook_token,
+            metrics_token,
             github_webhook_secret,
             gitea_webhook_secret,
             registry_aliases,
@@ -240,6 +291,8 @@ impl Config {
             engine_retry_for,
             engine_timeout,
             remove_old_images,
+            notify_unchanged,
+            history_retention,
             canary,
             self_container,
             docker_config,
@@ -326,6 +379,10 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retention("90d"), Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_retention("36h"), Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_retention("-1d"), None);
+        assert_eq!(parse_retention("99999999999999999999d"), None);
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("s"), None);

@@ -27,7 +27,17 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_WEBHOOK_TOKEN",
         None,
-        "bearer token webhooks and POST /v1/update must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
+        "bearer token webhooks, POST /v1/update and every GET /v1/* must send (Authorization: Bearer <token>), or put in the path for Docker Hub and Quay; required",
+    ),
+    var(
+        "HOIST_METRICS_TOKEN",
+        None,
+        "bearer token GET /metrics wants (what Prometheus sends as its bearer token); unset, /metrics is open",
+    ),
+    var(
+        "HOIST_URL",
+        Some("http://127.0.0.1:8080"),
+        "the running hoist the CLI subcommands (status, history, plan, rollback) talk to, with HOIST_WEBHOOK_TOKEN",
     ),
     var(
         "HOIST_INSECURE_NO_AUTH",
@@ -118,7 +128,17 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "HOIST_REMOVE_OLD_IMAGES",
         Some("false"),
-        "true to remove an updated container's old image when nothing uses it",
+        "true to remove, after a successful update, the images older than the one the target ran before (that one stays, for a rollback) when nothing uses them",
+    ),
+    var(
+        "HOIST_NOTIFY_UNCHANGED",
+        Some("false"),
+        "true to send a message also when every target of a push already runs its digest (a redelivery); otherwise such a push is only in the history",
+    ),
+    var(
+        "HOIST_HISTORY_RETENTION",
+        Some("90d"),
+        "finished jobs older than this are pruned from the journal, at start and daily (at least 1h)",
     ),
     var(
         "HOIST_LOG_FORMAT",

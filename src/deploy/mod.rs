@@ -10,6 +10,7 @@
 //! of the engine (or journal) that call for another try.
 
 pub mod container;
+pub mod contract;
 pub mod dependents;
 pub mod health;
 pub mod pull;
@@ -41,6 +42,9 @@ pub enum Outcome {
     MonitorOnly,
     /// The target already runs this digest.
     AlreadyCurrent,
+    /// `hoist.contract=block`: the new image changes its ports, volumes or
+    /// user; nothing was touched (the changes are in the target's report).
+    Blocked { reason: String },
 }
 
 impl Outcome {
@@ -52,6 +56,7 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::MonitorOnly => "monitor_only",
             Outcome::AlreadyCurrent => "already_current",
+            Outcome::Blocked { .. } => "blocked",
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct FaultPause {
     pub step: String,
     pub file: Option<std::path::PathBuf>,
     /// Set on the first pause, so a job run again does not pause again.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     fired: std::sync::atomic::AtomicBool,
 }
 
@@ -152,6 +158,11 @@ impl FaultPause {
         }
     }
 
+    /// A release build (without the `fault-injection` feature) never pauses.
+    #[cfg(not(feature = "fault-injection"))]
+    async fn pause(&self, _job: crate::journal::JobId, _step: &str) {}
+
+    #[cfg(feature = "fault-injection")]
     async fn pause(&self, job: crate::journal::JobId, step: &str) {
         if self.step != step {
             return;

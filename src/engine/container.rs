@@ -309,6 +309,11 @@ impl ImageDetails {
     pub fn label(&self, key: &str) -> Option<String> {
         self.raw.config.as_ref()?.labels.as_ref()?.get(key).cloned()
     }
+
+    /// The image's configuration (`Config` of the inspect) as plain JSON.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.raw.config).unwrap_or_default()
+    }
 }
 
 /// One container as the list call shows it.
@@ -390,6 +395,20 @@ impl Engine {
                 })
             })
             .collect())
+    }
+
+    /// The IDs of every container, labelled or not (for `hoist plan`).
+    pub async fn list_all_ids(&self) -> Result<Vec<String>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let found = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        Ok(found.into_iter().filter_map(|c| c.id).collect())
     }
 
     /// Every container, running or not, as the list call shows it (to find a
@@ -667,7 +686,7 @@ impl Engine {
             .filter_map(Result::ok)
             .map(|c| c.to_string())
             .collect();
-        text.lines().map(str::to_string).collect()
+        cap_log_tail(text.lines().map(str::to_string).collect())
     }
 
     /// The ID of the container called exactly `name` (without slash), if any.
@@ -690,5 +709,56 @@ impl Engine {
             .into_iter()
             .filter(|c| c.names.iter().flatten().any(|n| *n == wanted))
             .find_map(|c| c.id))
+    }
+}
+
+/// The most bytes of log tail kept for a report (it is stored in the journal and sent in messages).
+pub const LOG_TAIL_BYTES: usize = 4096;
+/// The most bytes kept of one log line.
+pub const LOG_LINE_BYTES: usize = 512;
+
+/// Cuts each line to [`LOG_LINE_BYTES`] and keeps the last lines that fit in
+/// [`LOG_TAIL_BYTES`]: a container that logs megabytes per line cannot fill
+/// the journal or a message.
+pub fn cap_log_tail(lines: Vec<String>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut total = 0;
+    for mut line in lines.into_iter().rev() {
+        if line.len() > LOG_LINE_BYTES {
+            let mut cut = LOG_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" [cut]");
+        }
+        total += line.len() + 1;
+        if total > LOG_TAIL_BYTES {
+            break;
+        }
+        kept.push(line);
+    }
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod log_tail_tests {
+    use super::*;
+
+    #[test]
+    fn log_tails_are_capped_in_bytes_per_line_and_in_all() {
+        let lines = vec!["first".to_string(), "é".repeat(600), "last".to_string()];
+        let capped = cap_log_tail(lines);
+        assert_eq!(capped.len(), 3);
+        assert!(capped[1].len() <= LOG_LINE_BYTES + " [cut]".len());
+        assert!(capped[1].ends_with(" [cut]"));
+        let many: Vec<String> = (0..100).map(|n| format!("{n}:{}", "x".repeat(200))).collect();
+        let capped = cap_log_tail(many);
+        assert!(capped.iter().map(|l| l.len() + 1).sum::<usize>() <= LOG_TAIL_BYTES);
+        assert!(
+            capped.last().unwrap().starts_with("99:"),
+            "the last lines are the ones kept"
+        );
     }
 }

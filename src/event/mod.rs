@@ -77,11 +77,13 @@ pub enum SourceKind {
     /// `POST /v1/update`, called by a CI job.
     Ci,
     Poll,
+    /// `hoist rollback NAME` (`POST /v1/rollback`): the image NAME ran before.
+    Rollback,
 }
 
 impl SourceKind {
     /// Every kind, for parsing names back.
-    pub const ALL: [SourceKind; 9] = [
+    pub const ALL: [SourceKind; 10] = [
         SourceKind::Distribution,
         SourceKind::Harbor,
         SourceKind::Github,
@@ -91,6 +93,7 @@ impl SourceKind {
         SourceKind::Acr,
         SourceKind::Ci,
         SourceKind::Poll,
+        SourceKind::Rollback,
     ];
 
     /// The name in metrics (`source` label), the journal and the wire between peers.
@@ -105,6 +108,7 @@ impl SourceKind {
             SourceKind::Acr => "acr",
             SourceKind::Ci => "ci",
             SourceKind::Poll => "poll",
+            SourceKind::Rollback => "rollback",
         }
     }
 
@@ -125,6 +129,7 @@ impl SourceKind {
             SourceKind::Acr => "ACR webhook",
             SourceKind::Ci => "CI call",
             SourceKind::Poll => "polling",
+            SourceKind::Rollback => "rollback",
         }
     }
 }
@@ -149,6 +154,43 @@ pub struct ImageEvent {
     /// Who pushed, where the sender says so.
     pub actor: Option<String>,
     pub received_at: DateTime<Utc>,
+}
+
+/// The delivery id of a rollback job names its one target: `rollback/NAME/N`.
+const ROLLBACK_PREFIX: &str = "rollback/";
+
+impl ImageEvent {
+    /// A rollback of the target `name` to `digest` of its tag `reference`: a
+    /// job like any other, limited to that one target.
+    pub fn rollback(
+        reference: ImageRef,
+        digest: Digest,
+        name: &str,
+        received_at: DateTime<Utc>,
+    ) -> ImageEvent {
+        ImageEvent {
+            reference,
+            digest,
+            source: SourceKind::Rollback,
+            // Unique per request (a second rollback is a job of its own); the
+            // name survives a restart in the journal with the job.
+            delivery_id: Some(format!(
+                "{ROLLBACK_PREFIX}{name}/{}",
+                received_at.timestamp_nanos_opt().unwrap_or_default()
+            )),
+            actor: None,
+            received_at,
+        }
+    }
+
+    /// The one target of a rollback job; `None` for a push (every target of the tag).
+    pub fn only_target(&self) -> Option<&str> {
+        if self.source != SourceKind::Rollback {
+            return None;
+        }
+        let rest = self.delivery_id.as_deref()?.strip_prefix(ROLLBACK_PREFIX)?;
+        rest.rsplit_once('/').map(|(name, _)| name)
+    }
 }
 
 /// A tag push as its source reported it, before its digest is known for sure.
@@ -211,5 +253,23 @@ mod tests {
             assert_eq!(SourceKind::from_name(kind.as_str()), Some(kind));
         }
         assert_eq!(SourceKind::from_name("gitlab"), None);
+    }
+
+    #[test]
+    fn a_rollback_names_its_one_target() {
+        use super::{Digest, ImageEvent, ImageRef};
+        let reference = ImageRef::parse("127.0.0.1:5000/team/app:1.4").unwrap();
+        let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+        let event = ImageEvent::rollback(reference.clone(), digest.clone(), "web-1", chrono::Utc::now());
+        assert_eq!(event.only_target(), Some("web-1"));
+        let push = ImageEvent {
+            source: SourceKind::Ci,
+            ..event
+        };
+        assert_eq!(
+            push.only_target(),
+            None,
+            "only a rollback is limited to one target"
+        );
     }
 }

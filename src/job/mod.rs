@@ -7,6 +7,7 @@
 //! step that changes the engine before it is taken.
 
 pub mod queue;
+pub mod rollback;
 pub mod rollout;
 pub mod runner;
 

@@ -33,6 +33,7 @@ use super::rollout;
 use super::{Job, JobId, Journal};
 use crate::backoff::Backoff;
 use crate::deploy::container::{self, UpdateSettings};
+use crate::deploy::contract::{self, Change};
 use crate::deploy::dependents;
 use crate::deploy::selfupdate::{self, OwnContainer};
 use crate::deploy::service::ServicesMode;
@@ -196,8 +197,8 @@ impl Runner {
         let mut last: Option<(Vec<TargetResult>, Option<ImageDetails>)> = None;
         let mut give_up_at: Option<Instant> = None;
         let mut server_errors = 0;
-        // The images updated targets ran before, over every try.
-        let mut old_images: Vec<String> = Vec::new();
+        // The image each updated target ran before, over every try.
+        let mut old_images: HashMap<String, String> = HashMap::new();
         let started_at = Utc::now();
         let clock = Instant::now();
         for attempt in 1u32.. {
@@ -252,7 +253,9 @@ impl Runner {
                         } else if result.report.outcome != Outcome::AlreadyCurrent {
                             earlier.insert(name.clone(), result.report.outcome.clone());
                             if result.report.outcome == Outcome::Updated {
-                                old_images.extend(result.old_image_id.clone());
+                                if let Some(id) = &result.old_image_id {
+                                    old_images.entry(name.clone()).or_insert_with(|| id.clone());
+                                }
                             }
                         }
                     }
@@ -296,11 +299,8 @@ impl Runner {
             self.close(job.id, "engine_unreachable", None).await;
             return;
         };
-        if self.settings.remove_old_images {
-            self.remove_old_images(old_images).await;
-        }
         let finished_at = Utc::now();
-        let reports = results
+        let reports: Vec<TargetReport> = results
             .into_iter()
             .map(|result| {
                 let mut report = result.report;
@@ -320,8 +320,45 @@ impl Runner {
                 report
             })
             .collect();
+        // What each updated target ran before stays, for a rollback; with
+        // HOIST_REMOVE_OLD_IMAGES only the ones before that go.
+        let older = self.keep_previous(event, &reports, &old_images).await;
+        if self.settings.remove_old_images {
+            self.remove_old_images(older).await;
+        }
         self.record(job.id, event, reports, new_image, started_at, clock)
             .await;
+    }
+
+    /// Records, per updated target, the image it ran before (what `hoist
+    /// rollback` puts back); returns the images recorded before those, which
+    /// no rollback needs any more.
+    async fn keep_previous(
+        &self,
+        event: &ImageEvent,
+        reports: &[TargetReport],
+        old_images: &HashMap<String, String>,
+    ) -> Vec<String> {
+        let mut older = Vec::new();
+        for report in reports.iter().filter(|r| r.outcome == Outcome::Updated) {
+            let Some(image_id) = old_images.get(&report.name) else {
+                continue;
+            };
+            let previous = crate::journal::PreviousImage {
+                image: event.reference.to_string(),
+                digest: report.old_digest.as_ref().map(|d| d.as_str().to_string()),
+                image_id: Some(image_id.clone()),
+                at: Utc::now(),
+            };
+            match self.journal.set_previous(&report.name, previous).await {
+                Ok(Some(before)) => older.extend(before.image_id.filter(|id| id != image_id)),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(container = %report.name, error = %e, "Cannot record the image the target ran before; a rollback of it will not be possible.")
+                }
+            }
+        }
+        older
     }
 
     /// One try of a job: match, pull, update every target, repair what an
@@ -351,6 +388,10 @@ impl Runner {
             if !targets.iter().any(|t| t.name == target.name) {
                 targets.push(target.clone());
             }
+        }
+        // A rollback puts back one target's image, not every target's.
+        if let Some(only) = event.only_target() {
+            targets.retain(|t| t.name == only && t.kind == TargetKind::Container);
         }
         let targets = self.acting_on(targets).await;
         if targets.is_empty() {
@@ -686,6 +727,17 @@ impl Runner {
                         }
                     }
                     Some(Ok(image)) => {
+                        let changes = self.contract_changes(&target, image).await;
+                        if target.options.contract_block && changes.iter().any(Change::blocks) {
+                            let blocking: Vec<&str> =
+                                changes.iter().filter(|c| c.blocks()).map(|c| c.field).collect();
+                            warn!(container = %target.name, changes = ?blocking, "Update blocked by hoist.contract=block; the old container keeps running.");
+                            let reason =
+                                format!("its {} would change; nothing was changed", blocking.join(" and "));
+                            let mut result = report(&target, Outcome::Blocked { reason }, None);
+                            result.report.contract = changes.into_iter().map(|c| c.text).collect();
+                            return result;
+                        }
                         let mut settings = self.settings_for(&target);
                         settings.co_targets = co_targets.clone();
                         let done =
@@ -700,6 +752,9 @@ impl Runner {
                         };
                         result.report.dependents = done.dependents;
                         result.report.note = done.note;
+                        if result.report.outcome != Outcome::AlreadyCurrent {
+                            result.report.contract = changes.into_iter().map(|c| c.text).collect();
+                        }
                         result
                     }
                     Some(Err(e)) => TargetResult {
@@ -858,10 +913,36 @@ impl Runner {
     async fn remove_old_images(&self, mut old: Vec<String>) {
         old.sort();
         old.dedup();
+        // An image some target still has as its previous one stays.
+        match self.journal.previous_image_ids().await {
+            Ok(kept) => old.retain(|id| !kept.contains(id)),
+            Err(e) => {
+                warn!(error = %e, "Cannot read which images rollbacks need; removing none.");
+                return;
+            }
+        }
         for image in &old {
             match self.engine.remove_image(image).await {
                 Ok(()) => info!(image, "Old image removed."),
                 Err(e) => debug!(image, error = %e, "Old image kept."),
+            }
+        }
+    }
+
+    /// What `new` changes against the image `target` runs now (nothing when
+    /// it runs `new` already, or the old image cannot be read).
+    async fn contract_changes(&self, target: &Target, new: &ImageDetails) -> Vec<Change> {
+        if target.image_id == new.id() {
+            return Vec::new();
+        }
+        match self.engine.inspect_image(&target.image_id).await {
+            Ok(old) => contract::diff(
+                &contract::Contract::of_image(&old),
+                &contract::Contract::of_image(new),
+            ),
+            Err(e) => {
+                debug!(container = %target.name, error = %e, "Cannot read the old image; its changes are not shown.");
+                Vec::new()
             }
         }
     }
@@ -951,6 +1032,7 @@ fn report_for(target: &Target, outcome: Outcome, old_digest: Option<crate::event
         old_digest,
         outcome,
         note: None,
+        contract: Vec::new(),
         dependents: Vec::new(),
     }
 }
@@ -1071,6 +1153,7 @@ mod tests {
                     reason: "cannot pull".into(),
                 },
                 note: None,
+                contract: Vec::new(),
                 dependents: Vec::new(),
             },
             needs_repair: false,

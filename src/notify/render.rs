@@ -293,7 +293,9 @@ fn headline(image: &str, targets: &[TargetReport]) -> (String, Tone, Option<Stri
     let count = |f: fn(&Outcome) -> bool| targets.iter().filter(|t| f(&t.outcome)).count();
     let updated = count(|o| matches!(o, Outcome::Updated));
     let rolled_back = count(|o| matches!(o, Outcome::RolledBack { .. }));
-    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    // A blocked update is one not made: it counts as failed, but says why.
+    let blocked = count(|o| matches!(o, Outcome::Blocked { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::Blocked { .. }));
     let monitor = count(|o| matches!(o, Outcome::MonitorOnly));
     let current = count(|o| matches!(o, Outcome::AlreadyCurrent));
     let n = format!("{total} target{}", plural(total));
@@ -325,7 +327,12 @@ fn headline(image: &str, targets: &[TargetReport]) -> (String, Tone, Option<Stri
     if current == total {
         return (format!("Already up to date: {image} ({n})"), Tone::Info, None);
     }
-    let (title, tone) = if rolled_back + failed == 0 {
+    let (title, tone) = if blocked == total {
+        (
+            format!("Blocked {image} ({n}): the new image changes what hoist.contract=block guards"),
+            Tone::Bad,
+        )
+    } else if rolled_back + failed == 0 {
         (format!("Updated {image} ({n})"), Tone::Good)
     } else if updated == 0 && failed == 0 {
         (format!("Rolled back {image} ({n})"), Tone::Warning)
@@ -368,6 +375,9 @@ fn pushed(actor: Option<&str>, registry: &str, source: SourceKind) -> String {
         SourceKind::Harbor => format!("{by}to {registry} (Harbor webhook)"),
         // A poll has no pusher to name.
         SourceKind::Poll => format!("found by polling {registry}"),
+        SourceKind::Rollback => {
+            format!("{by}put back by `hoist rollback` (the image it ran before, from {registry})")
+        }
         other => format!("{by}to {registry} ({})", other.describe()),
     }
 }
@@ -407,6 +417,7 @@ fn target_line(t: &TargetReport, show_old: bool) -> TargetLine {
             &[][..],
         ),
         Outcome::AlreadyCurrent => ("already up to date", Tone::Info, None, &[][..]),
+        Outcome::Blocked { reason } => ("blocked (hoist.contract=block)", Tone::Bad, Some(reason), &[][..]),
     };
     // Any other outcome keeps its reason first, then the note.
     let noted;
@@ -416,6 +427,19 @@ fn target_line(t: &TargetReport, show_old: bool) -> TargetLine {
             Some(&noted)
         }
         (reason, _) => reason,
+    };
+    // What the new image changes is said in every message, whatever the outcome.
+    let changed;
+    let reason = match (reason, t.contract.is_empty()) {
+        (_, true) => reason,
+        (Some(reason), false) => {
+            changed = format!("{reason}; the new image changes {}", t.contract.join("; "));
+            Some(&changed)
+        }
+        (None, false) => {
+            changed = format!("the new image changes {}", t.contract.join("; "));
+            Some(&changed)
+        }
     };
     let skip = log.len().saturating_sub(MAX_LOG_LINES);
     TargetLine {
@@ -455,6 +479,7 @@ pub(crate) mod tests {
             old_digest: Some(digest('a')),
             outcome,
             note: None,
+            contract: Vec::new(),
             dependents: Vec::new(),
         }
     }

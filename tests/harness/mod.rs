@@ -355,6 +355,11 @@ pub struct Hoist {
 
 impl Hoist {
     pub async fn start(extra: &[(&str, &str)]) -> Hoist {
+        Hoist::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// As [`Hoist::start`], with `state` (a journal prepared by the test) as HOIST_STATE_DIR.
+    pub async fn start_in(state: tempfile::TempDir, extra: &[(&str, &str)]) -> Hoist {
         init_logs();
         let mut vars: HashMap<String, String> = [
             ("HOIST_LISTEN", "127.0.0.1:0"),
@@ -366,7 +371,6 @@ impl Hoist {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let state = tempfile::tempdir().unwrap();
         vars.insert("HOIST_STATE_DIR".into(), state.path().display().to_string());
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
@@ -391,9 +395,11 @@ impl Hoist {
         self.url("/v1/hooks/distribution")
     }
 
+    /// `GET path` with the token, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
