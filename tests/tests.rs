@@ -20,6 +20,8 @@ mod contract;
 /// A private engine killed mid-update (park, create, health gate, pull), hoist
 /// restarted while it is down, a stalled engine, a full state dir.
 mod engine_faults;
+/// The layering of src/: each module uses only modules declared before it in lib.rs (no cycles).
+mod layout;
 /// Labels are input: absurd values fail their own target only; the seed tool's compose label opts in.
 mod labels;
 /// Slack and Teams payloads on a recorder, email through real SMTP, faults, secrets.
