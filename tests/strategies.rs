@@ -210,6 +210,8 @@ async fn wait_for_probes(name: &str, at_least: usize) {
 /// old container at the instant it leaves the network: the engine's race).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_first_behind_an_alias_fails_no_request() {
+    // No swarm init or leave meanwhile: the prober counts on the engine's DNS.
+    let _no_swarm_changes = crate::swarm::SwarmLease::without_swarm().await;
     let hoist = Hoist::start(&[]).await;
     let registry = Registry::start(&hoist.hook_url());
     let mut clean = Cleanup::default();

@@ -25,8 +25,9 @@ const JOB_WAIT: Duration = Duration::from_secs(180);
 /// Serialises the swarm tests of this process.
 static LOCAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The right to use the engine's swarm for one test.
-struct SwarmLease {
+/// The right to use the engine's swarm for one test, or (from
+/// [`SwarmLease::without_swarm`]) to run while no test inits or leaves one.
+pub(crate) struct SwarmLease {
     _local: tokio::sync::MutexGuard<'static, ()>,
     lock_dir: PathBuf,
     initialised: bool,
@@ -34,6 +35,29 @@ struct SwarmLease {
 
 impl SwarmLease {
     async fn take() -> SwarmLease {
+        let mut lease = SwarmLease::without_swarm().await;
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        lease.initialised = state != "active";
+        if lease.initialised {
+            let output = Command::new("docker")
+                .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+                .output()
+                .expect("the docker CLI must be installed");
+            assert!(
+                output.status.success(),
+                "docker swarm init --advertise-addr 127.0.0.1 failed (swarm state was {state:?}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        lease
+    }
+
+    /// The lease without a swarm: for a test that `docker swarm init` or
+    /// `leave` would disturb. They rebuild the engine's networking, and its
+    /// DNS on user networks can stop answering for seconds meanwhile (seen by
+    /// the start-first test's prober).
+    pub(crate) async fn without_swarm() -> SwarmLease {
         let local = LOCAL.lock().await;
         let lock_dir = std::env::temp_dir().join("hoist-swarm-tests.lock");
         let deadline = Instant::now() + Duration::from_secs(20 * 60);
@@ -64,24 +88,10 @@ impl SwarmLease {
                 Err(e) => panic!("cannot create {}: {e}", lock_dir.display()),
             }
         }
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        let initialised = state != "active";
-        if initialised {
-            let output = Command::new("docker")
-                .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
-                .output()
-                .expect("the docker CLI must be installed");
-            assert!(
-                output.status.success(),
-                "docker swarm init --advertise-addr 127.0.0.1 failed (swarm state was {state:?}): {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
         SwarmLease {
             _local: local,
             lock_dir,
-            initialised,
+            initialised: false,
         }
     }
 }
