@@ -449,7 +449,8 @@ class Bench:
     def hoist_get(self, path, timeout=10):
         conn = http.client.HTTPConnection("127.0.0.1", self.hoist_port, timeout=timeout)
         try:
-            conn.request("GET", path)
+            # The read API wants the webhook token (/healthz ignores it).
+            conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
             response = conn.getresponse()
             body = response.read()
             return response.status, body

@@ -111,7 +111,7 @@ docker service create --quiet --detach=false --name "$service" --replicas 2 --la
 HOIST_LISTEN=127.0.0.1:$hoist_port HOIST_WEBHOOK_TOKEN=$token HOIST_STATE_DIR=$work RUST_LOG=warn \
   "$bin" run >"$work/hoist.log" 2>&1 &
 hoist_pid=$!
-until curl -sf "http://127.0.0.1:$hoist_port/v1/targets" | grep -q "\"$service\""; do sleep 0.2; done
+until curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$hoist_port/v1/targets" | grep -q "\"$service\""; do sleep 0.2; done
 
 hoist_times=(); manual_times=(); cli_times=()
 for run in $(seq 1 "$runs"); do
