@@ -31,7 +31,10 @@ scripts/setup.sh
 python=$(command -v python3)
 args=()
 if $smoke; then
-  cargo build --locked --quiet
+  # The same debug build `cargo test` makes (with the crash-test hooks): a
+  # build without them would replace target/debug/hoist, which the recovery
+  # tests run, with one that cannot pause.
+  cargo build --locked --quiet --features fault-injection
   args+=(--smoke --hoist target/debug/hoist --out target/bench-smoke --command "scripts/bench.sh --smoke")
   only=${BENCH_ONLY:-latency,downtime,fanout,intake,sizes}
 else
