@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, ContainerUpdateBody,
-    EndpointSettings, EventMessage, HealthStatusEnum, ImageInspect, NetworkConnectRequest,
-    NetworkDisconnectRequest, RestartPolicy,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerSummaryStateEnum,
+    ContainerUpdateBody, EndpointSettings, EventMessage, HealthStatusEnum, ImageInspect,
+    NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
@@ -359,19 +359,25 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Every container, running or not (`all`), narrowed by the engine's
+    /// unanchored `name` filter when `name_filter` is given: the one list call.
+    async fn list_containers(&self, name_filter: Option<&str>) -> Result<Vec<ContainerSummary>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: name_filter.map(|name| HashMap::from([("name".to_string(), vec![name.to_string()])])),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from_bollard("list containers", e))
+    }
+
     /// Every container carrying an opt-in label key, as the list call shows
     /// it: one call, enough for the index unless [`ContainerListing::image`]
     /// is an image ID (see there).
     pub async fn list_labelled(&self) -> Result<Vec<ContainerListing>, EngineError> {
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let found = self.list_containers(None).await?;
         Ok(found
             .into_iter()
             .filter(|c| c.labels.as_ref().is_some_and(labels::mentions_opt_in))
@@ -399,30 +405,14 @@ impl Engine {
 
     /// The IDs of every container, labelled or not (for `hoist plan`).
     pub async fn list_all_ids(&self) -> Result<Vec<String>, EngineError> {
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let found = self.list_containers(None).await?;
         Ok(found.into_iter().filter_map(|c| c.id).collect())
     }
 
     /// Every container, running or not, as the list call shows it (to find a
     /// target's dependents without inspecting each container on the host).
     pub async fn list_briefs(&self) -> Result<Vec<ContainerBrief>, EngineError> {
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let found = self.list_containers(None).await?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -694,16 +684,7 @@ impl Engine {
         // The engine's `name` filter is an unanchored regular expression: it
         // narrows the list, and the exact comparison below decides ("a.b" also
         // matches "axb", and "web" matches "web-2").
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
-            ..Default::default()
-        };
-        let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| EngineError::from_bollard("list containers", e))?;
+        let found = self.list_containers(Some(name)).await?;
         let wanted = format!("/{name}");
         Ok(found
             .into_iter()
