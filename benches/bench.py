@@ -1114,6 +1114,7 @@ class Bench:
         per_tag = (rss_unique - rss_after) * 1024 / tags if tags else float("nan")
         log(f"intake, a new tag every other request: {unique['rps']:.0f} req/s; RSS {rss_after} -> {rss_unique} KiB after ~{tags} distinct tags ({per_tag:.0f} B/tag)")
         self.record("intake", "rss_growth_per_distinct_tag", "hoist", per_tag, "bytes", tags)
+        journaled = self.intake_journaled(payloads)
 
         def delta(prefix):
             return sum(v - before.get(k, 0) for k, v in after.items() if k.startswith(prefix))
@@ -1146,11 +1147,62 @@ class Bench:
             f"Then {unique['requests']:,} more requests ({unique['rps']:,.0f}/s), every other one a push to a tag never pushed before (`intake.lua … 0.5 unique`): "
             f"RSS {rss_after / 1024:.1f} → {rss_unique / 1024:.1f} MiB after ~{tags:,} distinct tags, {per_tag:,.0f} bytes per tag (hoist keeps per-tag state only while a job for it is in flight)."
         )
+        c16 = next((r for r in results if r["connections"] == 16), results[0])
+        table.append("")
+        table.append(
+            "Durable acknowledgements (issue 13): a push that a target runs is journaled, and the commit fsynced "
+            "(SQLite WAL, `synchronous=FULL`), before its `202`; a push that nothing runs needs no record. "
+            f"Pushes to the tag of a monitor-only target, each with a new event id (`intake.lua … journaled`, {journaled['connections']} connections):"
+        )
+        table.append("")
+        table.append("| Pushes | Requests/s | p50 | p90 | p99 | max | Answers |")
+        table.append("|---|---:|---:|---:|---:|---:|---|")
+        for label, r in ((f"nothing runs them (no record; the {c16['connections']}-connection run above)", c16), ("a target runs them (journaled, fsynced, before the 202)", journaled)):
+            answers = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+            table.append(
+                f"| {label} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} ms | {r['p90_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms | {r['max_us'] / 1000:.1f} ms | {answers} |"
+            )
         self.sections["intake"] = "\n".join(table)
         self.intake_results = results
         self.intake_rss = (rss_before, rss_after, hwm)
         self.record("intake", "rss_after", "hoist", rss_after, "KiB")
         self.record("intake", "queue_full", "hoist", queue_full, "requests")
+
+    def intake_journaled(self, payloads):
+        """Intake of pushes a target runs: each is journaled (fsynced) before its 202."""
+        repository = f"{self.prefix}-journaled"
+        tag = f"{self.run_host}/{repository}:1"
+        run(["docker", "tag", f"{self.prefix}-base:plain", tag])
+        # Monitor-only: every job is a report, so the engine does no work meanwhile.
+        labels = dict(self.label, **{"hoist.enable": "true", "hoist.monitor-only": "true"})
+        container = self.engine.create(f"{self.prefix}-journaled", tag, labels)
+        try:
+            deadline = time.time() + 30
+            while not any(t.get("name") == f"{self.prefix}-journaled" for t in self.hoist_json("/v1/targets")["targets"]):
+                if time.time() > deadline:
+                    raise BenchError(f"hoist did not index the monitor-only target on {tag}")
+                time.sleep(0.2)
+            conns = 16
+            args = [
+                "wrk", "-t2", f"-c{conns}", f"-d{self.args.intake_seconds}s", "--timeout", "5s",
+                "-s", os.path.join(ROOT, "benches", "intake.lua"),
+                f"http://127.0.0.1:{self.hoist_port}", "--", payloads, TOKEN, "0.5", "journaled", self.run_host, repository,
+            ]
+            out = run(args, timeout=self.args.intake_seconds + 60)
+            m = re.search(r"^INTAKE_JSON (.*)$", out, re.M)
+            if not m:
+                raise BenchError(f"wrk printed no summary: {out}")
+            r = json.loads(m.group(1))
+            r["connections"] = conns
+            if not r["statuses"].get("202"):
+                raise BenchError(f"no journaled push was accepted: {r['statuses']}")
+            log(f"intake of journaled pushes c={conns}: {r['rps']:.0f} req/s, p50 {r['p50_us'] / 1000:.2f} ms, p99 {r['p99_us'] / 1000:.2f} ms, statuses {r['statuses']}")
+            self.record("intake", "rps_journaled", f"hoist:c{conns}", r["rps"], "req/s", r["requests"])
+            self.record("intake", "p99_journaled", f"hoist:c{conns}", r["p99_us"] / 1000, "ms", r["requests"])
+            return r
+        finally:
+            self.engine.remove(container)
+            run(["docker", "rmi", tag], check=False)
 
     def intake_under_deploy(self):
         """Intake while a deploy of 10 containers runs: it must not slow down."""

@@ -145,33 +145,45 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         snapshot_tx,
         stop.child_token(),
     ));
+    // Notifiers are checked at start-up, so a bad webhook URL or an
+    // unreachable SMTP server shows in the log and /healthz before the first
+    // deploy; in the background, since a receiver that hangs must not hold
+    // readiness for its whole timeout.
+    let notifier = Notifier::start(&config.notify)?;
+    tokio::spawn({
+        let notifier = notifier.clone();
+        async move {
+            for status in notifier.check().await {
+                if status.ok {
+                    info!(channel = status.channel, detail = %status.detail, "Notification channel ready.");
+                } else {
+                    warn!(channel = status.channel, detail = %status.detail, "Notification channel check failed; will keep trying at each message.");
+                }
+            }
+        }
+    });
+
     // Ready means the targets are known: wait for the first sync (bounded, so
     // a slow engine delays readiness, not start-up forever). Until then every
-    // update pushed is journaled, whether or not a target runs it.
-    if engine_answers
-        && tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed())
-            .await
-            .is_err()
-    {
-        warn!("The target index is not synced yet; serving anyway.");
-    }
-
-    // Notifiers are checked now, so a bad webhook URL or an unreachable SMTP
-    // server shows at start-up (and in /healthz), not at the first deploy.
-    let notifier = Notifier::start(&config.notify)?;
-    for status in notifier.check().await {
-        if status.ok {
-            info!(channel = status.channel, detail = %status.detail, "Notification channel ready.");
-        } else {
-            warn!(channel = status.channel, detail = %status.detail, "Notification channel check failed; will keep trying at each message.");
+    // update pushed is journaled, whether or not a target runs it. The
+    // engine's registry settings are read meanwhile (with a thousand
+    // containers every engine call counts towards start-up).
+    let first_sync = async {
+        if engine_answers
+            && tokio::time::timeout(std::time::Duration::from_secs(30), snapshot_rx.changed())
+                .await
+                .is_err()
+        {
+            warn!("The target index is not synced yet; serving anyway.");
         }
-    }
+    };
+    let ((), insecure) = tokio::join!(first_sync, engine.insecure_registries());
 
     // One docker config file (re-read when it changes) for pulls, digest
     // look-ups and service updates; registries the engine reaches over plain
     // http are reached so by the registry client too.
     let credentials = Credentials::new(config.docker_config.clone(), config.registry_aliases.clone());
-    let insecure = match engine.insecure_registries().await {
+    let insecure = match insecure {
         Ok((cidrs, names)) => Insecure::new(cidrs, names),
         Err(e) => {
             warn!(error = %e, "Cannot read the engine's insecure registries; only loopback registries are asked over http.");

@@ -1,7 +1,8 @@
 //! Every environment variable hoist reads, with its default and meaning: the
 //! one list that `hoist run --help` prints and the README's tables are
-//! checked against (`tests::every_variable_is_documented`). A variable the
-//! code reads and this list lacks fails that test.
+//! checked against (`tests::every_variable_is_in_the_help_and_the_readme`).
+//! A variable the code reads and this list lacks fails
+//! `tests::every_variable_the_code_reads_is_listed`.
 
 /// One environment variable.
 #[derive(Clone, Copy, Debug)]

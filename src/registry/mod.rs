@@ -16,6 +16,10 @@
 //! paused, the client does not ask it at all: it answers at once with the
 //! error and the time it may be asked again ([`RegistryError::retry_at`]).
 //!
+//! This is hoist's own client, not `oci-client`: the login must come from the
+//! docker config file like the engine's pulls, and the 429 pauses must be
+//! shared by every caller; see the README, "Digests for events that have none".
+//!
 //! Registries the engine treats as insecure (loopback, `localhost`, the
 //! engine's `--insecure-registry` CIDRs and names) are spoken to over plain
 //! http, every other one over https, as the engine pulls from them.
