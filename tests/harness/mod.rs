@@ -8,6 +8,8 @@
 
 /// A dockerd of the test's own in a network namespace of its own, to kill.
 pub mod private_engine;
+/// The shipped compose files brought up with docker-compose (hoist and proxy images packaged locally).
+pub mod compose;
 /// HTTP receiver recording exact requests (Slack and Teams stand-ins).
 pub mod recorder;
 /// aiosmtpd on 127.0.0.1:0, optionally with STARTTLS and AUTH.
