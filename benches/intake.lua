@@ -1,6 +1,6 @@
 -- wrk script for hoist's intake benchmark (run by benches/bench.py).
 --
---   wrk -t2 -c64 -d15s -s benches/intake.lua http://127.0.0.1:PORT -- PAYLOAD_DIR TOKEN [RATIO [unique | journaled HOST REPOSITORY]]
+--   wrk -t2 -c64 -d15s -s benches/intake.lua http://127.0.0.1:PORT -- PAYLOAD_DIR TOKEN [RATIO [unique]]
 --
 -- Every request is a POST /v1/hooks/distribution with the bearer token. Half of
 -- them (RATIO, default 0.5) are the captured and constructed Distribution
@@ -62,11 +62,6 @@ function init(args)
   assert(#fixed > 0, "no distribution-*.json in " .. dir)
   template = read_file(dir .. "/distribution-push-manifest.json")
   unique_tags = args[4] == "unique"
-  -- With `journaled HOST REPOSITORY`, every request is a push of HOST/REPOSITORY:1,
-  -- a tag a target runs, with an event id never sent before: hoist journals each
-  -- one (fsynced) before its 202, which is what this mode measures.
-  journaled = args[4] == "journaled"
-  journaled_host, journaled_repository = args[5], args[6]
   unique_count = 0
   run_id = os.time()
   local tid = _G.tid or 0
@@ -92,16 +87,6 @@ end
 
 function request()
   index = index % #requests + 1
-  if journaled then
-    unique_count = unique_count + 1
-    local id = string.format("jrnl-%d-%d-%010d-0000-4000-8000-000000000000", run_id, _G.tid or 0, unique_count)
-    local body = template
-      :gsub('"id": "19cbf5d3%-3d57%-44b2%-b35d%-c578eb991099"', '"id": "' .. id .. '"', 1)
-      :gsub('"repository": "team/app"', '"repository": "' .. journaled_repository .. '"', 1)
-      :gsub('"host": "registry%.example%.test"', '"host": "' .. journaled_host .. '"', 1)
-      :gsub('"tag": "1%.0"', '"tag": "1"', 1)
-    return wrk.format("POST", path, headers, body)
-  end
   if unique_tags and index % 2 == 0 then
     -- A tag never pushed before, every time (for growth per distinct tag).
     unique_count = unique_count + 1

@@ -307,6 +307,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
             let notifier = notifier.clone();
             Arc::new(move |notification| notifier.notify(notification))
         },
+        leads_services: {
+            let (engine, mode) = (engine.clone(), config.swarm.services);
+            Arc::new(move || {
+                let engine = engine.clone();
+                Box::pin(async move { crate::deploy::service::acts_on_services(&engine, mode).await })
+            })
+        },
     }
     .start(stop.child_token())
     .map_err(StartError::Base)?;

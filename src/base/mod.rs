@@ -39,7 +39,7 @@ use url::Url;
 use crate::backoff::Backoff;
 use crate::deploy::Outcome;
 use crate::event::{Aliases, Digest, ImageRef, SourceKind, TagKey, TagPush};
-use crate::inventory::{IndexSnapshot, Target};
+use crate::inventory::{IndexSnapshot, Target, TargetKind};
 use crate::journal::{Journal, Rebuild};
 use crate::notify::{Notification, TargetReport};
 use crate::registry;
@@ -173,6 +173,10 @@ impl BaseWatch {
 /// Tells the notifier; the app passes the notifier's `notify`.
 pub type NotifyFn = Arc<dyn Fn(Notification) + Send + Sync>;
 
+/// Whether this hoist acts on Swarm services now (it runs on the leader);
+/// the app passes `deploy::service::acts_on_services` on its engine.
+pub type LeaderCheck = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
+
 /// Everything the base watch needs.
 pub struct Watcher {
     pub config: BaseConfig,
@@ -181,6 +185,9 @@ pub struct Watcher {
     pub aliases: Aliases,
     pub snapshot: watch::Receiver<Arc<IndexSnapshot>>,
     pub notify: NotifyFn,
+    /// Every manager lists the services, so only the leader's hoist asks
+    /// for a rebuild of a service's image: one call per base digest.
+    pub leads_services: LeaderCheck,
 }
 
 impl Watcher {
@@ -369,6 +376,15 @@ impl Watcher {
         targets: &[Target],
         wake: &Notify,
     ) {
+        let leader = if targets.iter().any(|t| t.kind == TargetKind::Service) {
+            (self.leads_services)().await
+        } else {
+            false
+        };
+        let targets = &asked_for_here(targets, leader);
+        if targets.is_empty() {
+            return;
+        }
         let seen = match self.journal.base_digest(key_text(key)).await {
             Ok(seen) => seen,
             Err(e) => {
@@ -526,6 +542,16 @@ async fn tick(poll: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// The targets whose rebuilds this hoist asks for: its containers, and the
+/// services only when it leads the swarm (every manager lists them).
+fn asked_for_here(targets: &[Target], leads_services: bool) -> Vec<Target> {
+    targets
+        .iter()
+        .filter(|t| t.kind == TargetKind::Container || leads_services)
+        .cloned()
+        .collect()
+}
+
 /// The base digest a target's image records.
 fn recorded(target: &Target) -> Option<&Digest> {
     target.options.base.as_ref()?.digest.as_ref()
@@ -661,6 +687,20 @@ mod tests {
     }
 
     #[test]
+    fn a_services_rebuild_is_asked_for_by_the_leader_only() {
+        let labels = [("hoist.base", "registry.example.test/base/img:1")];
+        let container = target("web", "registry.example.test/app/web:1", &labels);
+        let service = Target {
+            kind: TargetKind::Service,
+            ..target("api", "registry.example.test/app/api:1", &labels)
+        };
+        let both = [container, service];
+        let names = |targets: Vec<Target>| targets.into_iter().map(|t| t.name).collect::<Vec<_>>();
+        assert_eq!(names(asked_for_here(&both, true)), ["web", "api"]);
+        assert_eq!(names(asked_for_here(&both, false)), ["web"]);
+    }
+
+    #[test]
     fn one_rebuild_per_app_image_built_on_another_digest() {
         let a = digest('a').to_string();
         let recorded = [
@@ -768,6 +808,7 @@ mod tests {
             notify: Arc::new(move |n: Notification| {
                 notified.lock().unwrap().push(n.headline.unwrap_or_default())
             }),
+            leads_services: Arc::new(|| Box::pin(async { false })),
         }
     }
 
